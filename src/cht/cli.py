@@ -1,0 +1,176 @@
+"""The `cht` command line. It parses, calls the core, and prints; user mistakes become
+one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cht import events as ev
+from cht.config import RecordOptions, default_data_dir, parse_duration, parse_size
+from cht.console import RecordingView, fmt_bytes, fmt_time
+from cht.errors import ChtError, SessionError
+from cht.lifecycle import Lifecycle
+from cht.record.sources import HELP as SOURCE_HELP
+from cht.record.sources import parse_source
+from cht.session import Session, check_id, list_sessions
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Record a live stream and turn it, while it records, into a browsable, searchable timeline.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_USER_ERROR = 2
+EXIT_ABNORMAL_END = 1
+
+
+class State:
+    data_dir: Path = default_data_dir()
+
+
+@app.callback()
+def main_options(
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="CHT_DATA_DIR", help="Where sessions live (default: the per-user data dir)."
+    ),
+) -> None:
+    if data_dir is not None:
+        State.data_dir = data_dir.expanduser()
+
+
+def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
+            max_segment: str, min_free: str) -> int:
+    try:
+        options = RecordOptions(fast=fast, max_segment_s=parse_duration(max_segment),
+                                min_free_bytes=parse_size(min_free))
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    source = parse_source(source_spec)
+    data_dir = State.data_dir
+    append_to = None
+    if session_id is not None:
+        check_id(session_id)
+        existing = Session.sessions_dir(data_dir) / session_id
+        if existing.exists():
+            session = Session.open(data_dir, session_id)
+            if session.is_recording():
+                raise SessionError(f"session {session_id} is being recorded right now")
+            if not append:
+                raise SessionError(
+                    f"session {session_id} already exists: add --append to continue it after a gap, "
+                    "or choose another --session name"
+                )
+            append_to = session.rebuild()
+    if append_to is None:
+        session = Session.create(data_dir, session_id)
+    bus = ev.EventBus()
+    lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to)
+
+    def on_signal(signum, _frame):
+        lifecycle.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if source.kind == "listen":
+        err.print(f"waiting for a stream on {source_spec.split('?')[0]} (Ctrl-C to give up)")
+    with RecordingView(err) as view:
+        bus.subscribe(view)
+        lifecycle.start()
+        while not lifecycle.wait(0.2):
+            if lifecycle.stop_requested:
+                lifecycle.stop()
+    manifest = lifecycle.manifest
+    out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
+              f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
+    return 0 if manifest.state == "stopped" and not manifest.reason.startswith("disk full") else EXIT_ABNORMAL_END
+
+
+@app.command(help="Record SOURCE until Ctrl-C / SIGTERM (or until a file source ends).\n\n\b\nSOURCE forms:\n"
+             + SOURCE_HELP)
+def record(
+    source: str = typer.Argument(..., help="What to record (see the forms above)."),
+    session_id: Optional[str] = typer.Option(None, "--session", help="Name the session (letters, digits, . _ -)."),
+    append: bool = typer.Option(False, "--append", help="Continue an existing --session after a gap."),
+    fast: bool = typer.Option(False, "--fast", help="File sources: record as fast as possible, not at real pace."),
+    max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long (e.g. 90s, 30m)."),
+    min_free: str = typer.Option("64M", "--min-free", help="Stop cleanly when the data dir has less free space."),
+) -> None:
+    raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
+                             max_segment=max_segment, min_free=min_free))
+
+
+@app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
+def demo(
+    session_id: Optional[str] = typer.Option(None, "--session", help="Name the session."),
+    max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long."),
+) -> None:
+    raise typer.Exit(_record("demo", session_id=session_id, append=False, fast=False,
+                             max_segment=max_segment, min_free="64M"))
+
+
+@app.command(help="List the sessions in the data dir.")
+def sessions() -> None:
+    rows = list_sessions(State.data_dir)
+    if not rows:
+        out.print(f"no sessions in {State.data_dir}")
+        return
+    table = Table("id", "started", "duration", "segments", "state", "source")
+    for column in table.columns[:5]:
+        column.no_wrap = True
+    for session, manifest in rows:
+        if manifest is None:
+            table.add_row(session.id, "?", "?", "?", "no manifest (cht rebuild)", "")
+            continue
+        table.add_row(session.id, manifest.started_at.replace("T", " ")[:19], fmt_time(manifest.duration),
+                      str(len(manifest.segments)), manifest.state, manifest.source)
+    out.print(table)
+
+
+@app.command(help="Show one session: source, state, segments and gaps on the global clock.")
+def info(session_id: str = typer.Argument(..., metavar="ID")) -> None:
+    session = Session.open(State.data_dir, session_id)
+    manifest = session.current_manifest()
+    out.print(f"session  {manifest.id}\nsource   {manifest.source}\nstate    {manifest.state}"
+              + (f" ({manifest.reason})" if manifest.reason else "")
+              + f"\nstarted  {manifest.started_at}\nduration {fmt_time(manifest.duration)}"
+              f" ({manifest.duration:.3f} s)\npath     {session.root}")
+    table = Table("segment", "global start", "duration", "run", "size", "started at")
+    for seg in manifest.segments:
+        table.add_row(Path(seg.file).name, f"{seg.global_start:.3f}", f"{seg.duration:.3f}", str(seg.run),
+                      fmt_bytes(seg.bytes), seg.started_at[11:23])
+    out.print(table)
+    for gap in manifest.gaps:
+        out.print(f"gap {gap.start:.3f} – {gap.end:.3f} s ({gap.end - gap.start:.3f} s not recorded)")
+
+
+@app.command(help="Re-derive a session's manifest.json from its segment files.")
+def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
+    session = Session.open(State.data_dir, session_id)
+    manifest = session.rebuild()
+    out.print(f"rebuilt {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
+              f"{fmt_time(manifest.duration)}, {len(manifest.gaps)} gap(s)")
+
+
+def main() -> None:
+    logging.raiseExceptions = False  # a full disk must not print tracebacks from the log handler
+    try:
+        app(standalone_mode=True)
+    except ChtError as exc:
+        err.print(f"cht: error: {exc}", soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

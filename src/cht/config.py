@@ -1,0 +1,71 @@
+"""Settings with their defaults in one place. Flags and environment override them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DATA_DIR_ENV = "CHT_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The data dir: $CHT_DATA_DIR, else the per-user data dir of the platform."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("cht", appauthor=False))
+
+
+@dataclass
+class RecordOptions:
+    """How a recording runs."""
+
+    max_segment_s: float = 1800.0  # seconds: a segment rotates (seamlessly) after this long
+    fragment_s: float = 1.0  # seconds of media per fMP4 fragment: the most a kill -9 can lose
+    watchdog_s: float = 0.25  # seconds between checks that the recorder is alive
+    tick_s: float = 1.0  # seconds between live ticks (duration updates, status line)
+    fast: bool = False  # file sources: record as fast as possible instead of at real pace
+    min_free_bytes: int = 64 * 1024 * 1024  # bytes: stop cleanly when the data dir has less free
+    first_media_timeout_s: float = 20.0  # seconds a pulled source may take to deliver media
+    stop_timeout_s: float = 10.0  # seconds the recorder gets to finish its last fragment on stop
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def _split_number(text: str) -> tuple[float, str]:
+    text = text.strip().lower()
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    try:
+        value = float(digits)
+    except ValueError:
+        raise ValueError(text) from None
+    return value, text[len(digits):].strip()
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '1.5h' -> seconds (> 0)."""
+    try:
+        value, unit = _split_number(text)
+        seconds = value * _DURATION_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"{text!r} is not a duration: use e.g. 90s, 30m or 1h") from None
+    if not 0 < seconds <= 7 * 24 * 3600:
+        raise ValueError(f"{text!r} is out of range: give a duration between 1s and 7 days")
+    return seconds
+
+
+def parse_size(text: str) -> int:
+    """'0', '512k', '64M', '2G' -> bytes (>= 0)."""
+    try:
+        value, unit = _split_number(text)
+        size = int(value * _SIZE_UNITS[unit])
+    except (ValueError, KeyError):
+        raise ValueError(f"{text!r} is not a size: use e.g. 0, 512k, 64M or 2G") from None
+    if size < 0 or size > 2**50:
+        raise ValueError(f"{text!r} is out of range")
+    return size

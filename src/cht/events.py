@@ -1,0 +1,131 @@
+"""Typed events on a small in-process bus.
+
+The lifecycle publishes; the CLI, the web UI and tests subscribe. Every event carries a
+sequence number (so a client that reconnects can ask for what it missed) and, where it
+has one, a time on the session's global clock in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Event:
+    seq: int = field(default=0, init=False)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict:
+        return {"type": self.name, **asdict(self)}
+
+
+@dataclass
+class SessionStarted(Event):
+    session_id: str
+    source: str
+    path: str
+
+
+@dataclass
+class WentLive(Event):
+    t: float
+
+
+@dataclass
+class LiveTick(Event):
+    t: float
+
+
+@dataclass
+class DurationChanged(Event):
+    duration: float
+    segment: int
+    bytes: int
+
+
+@dataclass
+class SegmentStarted(Event):
+    index: int
+    file: str
+    global_start: float
+
+
+@dataclass
+class RecorderRestarted(Event):
+    index: int
+    reason: str
+    restarts: int
+
+
+@dataclass
+class ManifestUpdated(Event):
+    segments: int
+    duration: float
+    state: str
+
+
+@dataclass
+class Warning(Event):  # noqa: A001 - a session warning, shown to the user
+    message: str
+
+
+@dataclass
+class SessionStopped(Event):
+    state: str
+    reason: str
+    duration: float
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous fan-out with sequence numbers and a short replay buffer.
+
+    Listeners run in the publisher's thread and must be quick; one that raises is logged
+    and does not stop the others.
+    """
+
+    def __init__(self, history: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._listeners: list[Listener] = []
+        self._history: deque[Event] = deque(maxlen=history)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> Event:
+        with self._lock:
+            self._seq += 1
+            event.seq = self._seq
+            self._history.append(event)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", event.name)
+        return event
+
+    def since(self, seq: int) -> list[Event]:
+        """Events after `seq` still in the replay buffer, oldest first."""
+        with self._lock:
+            return [e for e in self._history if e.seq > seq]

@@ -1,0 +1,463 @@
+"""The life of one recording: start, watchdog, live tick, rotation, go-live, stop.
+
+It owns the recorder runs and the global clock. Each run is an ffmpeg process writing
+numbered segments; when one dies, the watchdog notices within `watchdog_s` and starts the
+next run into the next segment, and the outage becomes a gap. Everything that happens is
+published as a typed event on the bus; nothing here knows about a terminal or a browser.
+
+The global clock: for a live source, a run starts at its wall-clock distance from the
+session's origin. For a file played at real pace, the file *is* the clock: a new run seeks
+to where a live stream would be by now (its next keyframe); with `--fast` it resumes where
+the last run ended.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from cht import events as ev
+from cht.config import RecordOptions
+from cht.errors import SourceError
+from cht.media.ffmpeg import keyframe_times, recorder_args
+from cht.record.demo import generator_args
+from cht.record.feed import PipeFeed
+from cht.record.recorder import Recorder
+from cht.record.sources import Source
+from cht.record.tracker import SegmentTracker
+from cht.session import (
+    META_GLOBAL_START,
+    META_RUN,
+    META_SOURCE,
+    META_STARTED_AT,
+    Manifest,
+    Session,
+    SegmentFacts,
+    close_segment,
+    derive,
+    epoch,
+    iso,
+    segment_index,
+)
+
+log = logging.getLogger("cht.lifecycle")
+
+END_TOLERANCE_S = 0.1  # seconds: a file run that would start this close to the end has ended
+MAX_QUICK_FAILURES = 3  # a file run that dies this often without media in a row ends the session
+
+
+class Run:
+    """One recorder process and where its segments sit on the global clock."""
+
+    def __init__(self, number: int, first_index: int, global_start: float, started_at: float) -> None:
+        self.number = number
+        self.first_index = first_index
+        self.global_start = global_start
+        self.started_at = started_at
+        self.recorder: Recorder | None = None
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        session: Session,
+        source: Source,
+        options: RecordOptions,
+        bus: ev.EventBus,
+        *,
+        cache_dir: Path,
+        append_to: Manifest | None = None,
+    ) -> None:
+        self.session = session
+        self.source = source
+        self.options = options
+        self.bus = bus
+        self._cache_dir = cache_dir
+        self._append_to = append_to
+        self._tracker = SegmentTracker(session.segments_dir)
+        self._feed: PipeFeed | None = None
+        self._runs: list[Run] = []
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log_handler: logging.Handler | None = None
+        self._keyframes: list[float] | None = None
+        self._quick_failures = 0
+        self._went_live = False
+        self._last_index = -1
+        self.restarts = 0
+        self.bytes = 0
+        self.manifest = Manifest(id=session.id, source=source_label(source), state="recording")
+        self.origin_wall = 0.0  # epoch seconds at global time 0
+        self.file_origin = 0.0  # global seconds where a file source's own time 0 lies
+
+    # -- public --
+
+    def start(self) -> None:
+        """Start recording; raise SourceError (leaving nothing behind) if no media comes."""
+        self.session.lock()
+        self._attach_log()
+        now = time.time()
+        if self._append_to is not None and self._append_to.segments:
+            first = self._append_to.segments[0]
+            self.origin_wall = epoch(first.started_at) - first.global_start
+            self.manifest.started_at = self._append_to.started_at
+            self.file_origin = now - self.origin_wall
+        else:
+            self.origin_wall = now
+            self.manifest.started_at = iso(now)
+        if self.source.stdin_fed:
+            self._feed = PipeFeed(generator_args(self._cache_dir))
+            self._feed.start()
+        try:
+            self._spawn()
+            self._wait_for_media()
+        except SourceError:
+            self._abort_start()
+            raise
+        self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
+        self._refresh()
+        self._save_manifest()
+        self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask for a stop from a signal handler; `stop()` then does the work."""
+        self._stopping.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, reason: str = "stopped by user") -> Manifest:
+        """Stop gracefully: the recorder finishes its last fragment, the manifest is final."""
+        self._stopping.set()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._shutdown("stopped", reason)
+        return self.manifest
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the session has ended (end of source, disk full, stop)."""
+        return self._finished.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def recorder_pid(self) -> int | None:
+        run = self._runs[-1] if self._runs else None
+        return run.recorder.pid if run and run.recorder else None
+
+    @property
+    def current_index(self) -> int:
+        return self._last_index
+
+    # -- runs --
+
+    def _spawn(self, reason: str = "start") -> bool:
+        """Start the next recorder run; False when a file source has nothing left to play."""
+        now = round(time.time(), 3)  # as written into the files, so a rebuild derives the same
+        if not self._runs and self._append_to is None:
+            self.origin_wall = now  # a new session's clock starts with its first recorder
+        offset = 0.0
+        if self.source.kind == "file":
+            offset = self._file_resume_point(now, self.manifest.duration)
+            if offset is None:
+                return False
+            global_start = self.file_origin + offset
+        else:
+            global_start = now - self.origin_wall
+        global_start = round(global_start, 3)
+        run = Run(
+            number=(self._runs[-1].number + 1) if self._runs else self._first_run_number(),
+            first_index=self.session.next_segment_index(),
+            global_start=global_start,
+            started_at=now,
+        )
+        metadata = {
+            META_RUN: str(run.number),
+            META_GLOBAL_START: f"{global_start:.3f}",
+            META_STARTED_AT: f"{now:.3f}",
+            META_SOURCE: self.manifest.source,
+        }
+        args = recorder_args(
+            self.source.input_args(offset=offset, paced=not self.options.fast),
+            self.source.map_args(),
+            self.source.codec_args,
+            self.session.segments_dir,
+            start_number=run.first_index,
+            metadata=metadata,
+            max_segment_s=self.options.max_segment_s,
+            fragment_s=self.options.fragment_s,
+        )
+        run.recorder = Recorder(args, run=run.number, stdin_fed=self.source.stdin_fed)
+        log.info("starting run %d (%s) at global %.3f s into segment %d", run.number, reason,
+                 global_start, run.first_index)
+        run.recorder.start()
+        if self._feed is not None and run.recorder.stdin is not None:
+            self._feed.attach(run.recorder.stdin)
+        self._runs.append(run)
+        return True
+
+    def _first_run_number(self) -> int:
+        if self._append_to is not None and self._append_to.segments:
+            return max(s.run for s in self._append_to.segments) + 1
+        return 0
+
+    def _file_resume_point(self, now: float, prev_end: float) -> float | None:
+        """Where in the file the next run starts (file seconds); None when it has ended.
+
+        Like a viewer joining a live stream, a restarted run gets the first keyframe at or
+        after the live position, so the outage is a gap; with --fast nothing is live and it
+        resumes at the first keyframe after what was recorded.
+        """
+        if not self._runs:
+            return 0.0
+        done = max(0.0, prev_end - self.file_origin)
+        target = done if self.options.fast else max(done, now - self.origin_wall - self.file_origin)
+        if self._keyframes is None:
+            self._keyframes = keyframe_times(Path(self.source.spec))
+        point = target
+        if self._keyframes:
+            i = bisect.bisect_left(self._keyframes, target - 1e-6)
+            point = self._keyframes[i] if i < len(self._keyframes) else float("inf")
+        media = self.source.media
+        if media is not None and media.duration and point >= media.duration - END_TOLERANCE_S:
+            return None
+        return point
+
+    def _wait_for_media(self) -> None:
+        """Block until the first fragment lands; a listener waits for its client instead."""
+        run = self._runs[-1]
+        deadline = time.monotonic() + self.options.first_media_timeout_s
+        while not self._has_media():
+            if not run.recorder.alive():
+                if self._has_media():
+                    return
+                raise SourceError(f"cannot record {self.manifest.source}: {run.recorder.last_error()}")
+            if self.source.kind != "listen" and time.monotonic() > deadline:
+                raise SourceError(
+                    f"no media from {self.manifest.source} after {self.options.first_media_timeout_s:g} s: "
+                    "check that the source is playing"
+                )
+            if self._stopping.wait(0.05):
+                raise SourceError(f"stopped before any media came from {self.manifest.source}: nothing was recorded")
+
+    def _has_media(self) -> bool:
+        return any(scan.fragments for _, scan in self._tracker.poll())
+
+    def _abort_start(self) -> None:
+        run = self._runs[-1] if self._runs else None
+        if run and run.recorder:
+            run.recorder.stop(timeout=2)
+        if self._feed:
+            self._feed.stop()
+        self._detach_log()
+        self.session.unlock()
+        if self._append_to is None:
+            self.session.remove()
+        else:
+            for path in self.session.segment_files()[len(self._append_to.segments):]:
+                path.unlink(missing_ok=True)
+
+    # -- the control loop: watchdog and tick --
+
+    def _control_loop(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stopping.wait(self.options.watchdog_s) and not self._finished.is_set():
+            try:
+                with self._lock:
+                    run = self._runs[-1]
+                    if not self._finished.is_set() and not run.recorder.alive():
+                        self._on_recorder_exit(run)
+                if time.monotonic() >= next_tick:
+                    next_tick = max(next_tick + self.options.tick_s, time.monotonic())
+                    self._tick()
+            except Exception:  # the watchdog must outlive any bug in one tick
+                log.exception("lifecycle tick failed")
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self._finished.is_set():
+                return
+            self._refresh()
+            duration = self.manifest.duration
+            if not self._went_live and duration > 0:
+                self._went_live = True
+                self.bus.publish(ev.WentLive(duration))
+            self.bus.publish(ev.DurationChanged(duration, self._last_index, self.bytes))
+            self.bus.publish(ev.LiveTick(duration))
+            free = _free_bytes(self.session.root)
+            if free is not None and free < self.options.min_free_bytes:
+                log.warning("only %d bytes free in the data dir: stopping", free)
+                self._stopping.set()
+                self._shutdown("stopped", f"disk full: less than {self.options.min_free_bytes} bytes free")
+
+    def _on_recorder_exit(self, run: Run) -> None:
+        code = run.recorder.returncode
+        error = run.recorder.last_error()
+        produced = self._finalize_run(run)
+        self._refresh()
+        log.warning("run %d ended (exit code %s): %s", run.number, code, error)
+        if "No space left" in run.recorder.output():
+            self._shutdown("stopped", "disk full: the data dir has no space left")
+            return
+        if code == 0 and self.source.finite:
+            self._shutdown("stopped", "end of source")
+            return
+        self._quick_failures = 0 if produced else self._quick_failures + 1
+        if self.source.finite and self._quick_failures >= MAX_QUICK_FAILURES:
+            self._shutdown("crashed", f"the recorder keeps failing: {error}")
+            return
+        if self._quick_failures and self._stopping.wait(min(10.0, 0.5 * 2 ** (self._quick_failures - 1))):
+            return
+        if self._feed:
+            self._feed.detach()
+        reason = "client disconnected" if self.source.kind == "listen" and code == 0 else f"recorder exited ({code})"
+        if not self._spawn(reason):
+            self._shutdown("stopped", "end of source")
+            return
+        self.restarts += 1
+        self.bus.publish(ev.RecorderRestarted(self._runs[-1].first_index, reason, self.restarts))
+        self._refresh()
+        self._save_manifest()
+
+    def _finalize_run(self, run: Run) -> bool:
+        """Cut the torn last fragment of a dead run; drop files it left empty. True if it recorded."""
+        produced = False
+        for path in self.session.segment_files():
+            if segment_index(path) < run.first_index:
+                continue
+            if close_segment(path):
+                produced = True
+            else:
+                self._tracker.forget(path)
+        return produced
+
+    # -- state --
+
+    def _refresh(self) -> None:
+        """Recompute segments and gaps from what the files hold now."""
+        facts = []
+        total = 0
+        for index, scan in self._tracker.poll():
+            run = self._run_for(index)
+            total += scan.complete_bytes
+            if run is None:
+                continue
+            facts.append(
+                SegmentFacts(
+                    file=str(scan.path.relative_to(self.session.root)),
+                    index=index,
+                    run=run.number,
+                    run_global_start=run.global_start,
+                    run_started_at=run.started_at,
+                    duration=scan.duration,
+                    bytes=scan.complete_bytes,
+                )
+            )
+        if self._append_to is not None:
+            facts = self._appended_facts() + facts
+        self.bytes = total
+        self.manifest.segments, self.manifest.gaps = derive(facts)
+        newest = max((f.index for f in facts if f.duration > 0), default=-1)
+        if newest > self._last_index:
+            self._last_index = newest
+            seg = self.manifest.segments[-1]
+            self.bus.publish(ev.SegmentStarted(newest, seg.file, seg.global_start))
+            if self._went_live or len(self.manifest.segments) > 1:
+                self._save_manifest()
+
+    def _appended_facts(self) -> list[SegmentFacts]:
+        old = self._append_to
+        facts = []
+        for seg in old.segments:
+            index = segment_index(Path(seg.file))
+            facts.append(SegmentFacts(seg.file, index, seg.run, seg.global_start, epoch(seg.started_at),
+                                      seg.duration, seg.bytes))
+        return facts
+
+    def _run_for(self, index: int) -> Run | None:
+        found = None
+        for run in self._runs:
+            if index >= run.first_index:
+                found = run
+        return found
+
+    def _save_manifest(self) -> None:
+        try:
+            self.session.save_manifest(self.manifest)
+        except OSError as exc:
+            log.error("could not write the manifest: %s", exc)
+            self.bus.publish(ev.Warning(f"could not write the manifest: {exc.strerror}"))
+            return
+        self.bus.publish(ev.ManifestUpdated(len(self.manifest.segments), self.manifest.duration,
+                                            self.manifest.state))
+
+    def _shutdown(self, state: str, reason: str) -> None:
+        with self._lock:
+            if self._finished.is_set():
+                return
+            run = self._runs[-1] if self._runs else None
+            if run and run.recorder:
+                run.recorder.stop(timeout=self.options.stop_timeout_s)
+                self._finalize_run(run)
+            if self._feed:
+                self._feed.stop()
+            self._refresh()
+            self.manifest.state = state
+            self.manifest.reason = reason
+            self._save_manifest()
+            log.info("session %s %s: %s", self.session.id, state, reason)
+            self.bus.publish(ev.SessionStopped(state, reason, self.manifest.duration))
+            self._detach_log()
+            self.session.unlock()
+            self._finished.set()
+
+    def _attach_log(self) -> None:
+        handler = logging.FileHandler(self.session.root / "session.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("cht")
+        root.addHandler(handler)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def _detach_log(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger("cht").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+
+def source_label(source: Source) -> str:
+    """The source as shown and stored: a stream key or password never leaves the process."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in source.spec:
+        return source.spec
+    parts = urlsplit(source.spec)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    path = parts.path
+    if parts.scheme == "rtmp":
+        pieces = path.rstrip("/").split("/")
+        if len(pieces) > 2:
+            pieces[-1] = "***"
+        path = "/".join(pieces)
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None

@@ -1,0 +1,1 @@
+"""Recording: what a SOURCE means, the ffmpeg recorder, and the segment tracker."""

@@ -1,0 +1,93 @@
+"""Fan a generator's MPEG-TS output into whichever recorder is running now.
+
+The generator (a live source) keeps running while recorders die and restart; bytes that
+arrive while no recorder is attached are the outage and are discarded, exactly as a live
+broadcast would be missed. Writes never block the generator on a dead recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+from typing import IO
+
+from cht.record.recorder import die_with_parent, forward_lines
+
+log = logging.getLogger(__name__)
+
+TS_PACKET = 188
+
+
+class PipeFeed:
+    def __init__(self, args: list[str]) -> None:
+        self._args = args
+        self._proc: subprocess.Popen | None = None
+        self._sink: IO[bytes] | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._offset = 0  # bytes read so far, to hand a new sink whole TS packets only
+        self._skip = 0
+        self.bytes_fed = 0
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            self._args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not ffmpeg's
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        self._thread = threading.Thread(target=self._pump, name="cht-feed", daemon=True)
+        self._thread.start()
+        threading.Thread(target=forward_lines, args=(self._proc.stderr, "generator"), daemon=True).start()
+
+    def attach(self, sink: IO[bytes]) -> None:
+        with self._lock:
+            self._sink = sink
+            self._skip = (-self._offset) % TS_PACKET
+
+    def detach(self) -> None:
+        with self._lock:
+            self._sink = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        self.detach()
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        while True:
+            chunk = stdout.read1(64 * 1024)
+            if not chunk:
+                break
+            with self._lock:
+                sink, skip = self._sink, self._skip
+                self._skip = max(0, skip - len(chunk))
+            self._offset += len(chunk)
+            if sink is None:
+                continue
+            try:
+                sink.write(chunk[skip:])
+                sink.flush()
+                self.bytes_fed += len(chunk) - skip
+            except (BrokenPipeError, ValueError, OSError):
+                with self._lock:
+                    if self._sink is sink:
+                        self._sink = None
+        log.info("demo generator ended")

@@ -1,0 +1,409 @@
+"""Sessions on disk and their manifest.
+
+Layout (`<data_dir>/sessions/<id>/`): `manifest.json`, `segments/seg_00000.mp4 …`,
+`recorder.log`, and later stages' `frames/`, `audio/`, `transcript.jsonl`.
+
+The manifest is derived: every segment file carries in its own metadata the recorder run it
+came from, that run's start on the global clock and its wall-clock start. `derive()` turns
+those facts plus each file's measured duration into segments and gaps, the same way while
+recording and in `cht rebuild`, so a rebuilt manifest equals the one a clean stop writes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import av
+
+from cht.errors import SessionError
+from cht.media import fmp4
+
+log = logging.getLogger("cht.session")
+
+MANIFEST_VERSION = 1
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SEGMENT_FILE = re.compile(r"^seg_(\d{5,})\.mp4$")
+GAP_EPSILON_S = 0.001  # seconds: smaller differences between runs are rounding, not gaps
+
+# Metadata keys each segment file carries (mp4 `use_metadata_tags`).
+META_RUN = "cht_run"
+META_GLOBAL_START = "cht_global_start"
+META_STARTED_AT = "cht_started_at"
+META_SOURCE = "cht_source"
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch(iso_text: str) -> float:
+    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    """Write temp + fsync + rename, so readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class SegmentFacts:
+    """What one segment file says about itself."""
+
+    file: str  # relative to the session dir
+    index: int
+    run: int
+    run_global_start: float  # seconds: where its recorder run starts on the global clock
+    run_started_at: float  # epoch seconds: when that run started
+    duration: float  # seconds of complete fragments
+    bytes: int
+
+
+@dataclass
+class Segment:
+    file: str
+    global_start: float
+    duration: float
+    started_at: str
+    ended_at: str
+    run: int
+    bytes: int
+
+    @property
+    def global_end(self) -> float:
+        return self.global_start + self.duration
+
+
+@dataclass
+class Gap:
+    start: float
+    end: float
+
+
+@dataclass
+class Manifest:
+    id: str
+    source: str
+    state: str  # recording | stopped | crashed
+    reason: str = ""
+    started_at: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    version: int = MANIFEST_VERSION
+
+    @property
+    def duration(self) -> float:
+        return self.segments[-1].global_end if self.segments else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["duration"] = round(self.duration, 3)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if data.get("version") != MANIFEST_VERSION:
+            raise SessionError(f"manifest version {data.get('version')!r} is not {MANIFEST_VERSION}: run `cht rebuild`")
+        return cls(
+            id=data["id"],
+            source=data["source"],
+            state=data["state"],
+            reason=data.get("reason", ""),
+            started_at=data.get("started_at", ""),
+            segments=[Segment(**s) for s in data.get("segments", [])],
+            gaps=[Gap(**g) for g in data.get("gaps", [])],
+        )
+
+
+def derive(facts: list[SegmentFacts]) -> tuple[list[Segment], list[Gap]]:
+    """Segments and gaps on the global clock from the facts of each file, in index order.
+
+    A run's first segment starts where its run starts (never before the previous segment's
+    end); later segments of a run follow on seamlessly, as ffmpeg's segment muxer rotates
+    without a gap. Any space left between runs is an explicit gap.
+    """
+    segments: list[Segment] = []
+    gaps: list[Gap] = []
+    prev: Segment | None = None
+    for fact in sorted(facts, key=lambda f: f.index):
+        if fact.duration <= 0:
+            continue
+        same_run = prev is not None and prev.run == fact.run
+        if same_run:
+            start = prev.global_end
+            started = epoch(prev.ended_at)
+        else:
+            start = fact.run_global_start if prev is None else max(fact.run_global_start, prev.global_end)
+            started = fact.run_started_at
+            if prev is not None and start - prev.global_end > GAP_EPSILON_S:
+                gaps.append(Gap(round(prev.global_end, 3), round(start, 3)))
+        seg = Segment(
+            file=fact.file,
+            global_start=round(start, 3),
+            duration=round(fact.duration, 3),
+            started_at=iso(started),
+            ended_at=iso(started + fact.duration),
+            run=fact.run,
+            bytes=fact.bytes,
+        )
+        segments.append(seg)
+        prev = seg
+    return segments, gaps
+
+
+def segment_index(path: Path) -> int | None:
+    match = SEGMENT_FILE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def read_segment_metadata(path: Path) -> dict[str, str]:
+    try:
+        with av.open(str(path)) as container:
+            return dict(container.metadata)
+    except av.FFmpegError:
+        return {}
+
+
+class Session:
+    """One session directory. Creating one is exclusive; opening one checks the id."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.id = root.name
+        self._lock_fd: int | None = None
+
+    # -- paths --
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "recorder.log"
+
+    @staticmethod
+    def sessions_dir(data_dir: Path) -> Path:
+        return data_dir / "sessions"
+
+    # -- create / open --
+    @classmethod
+    def create(cls, data_dir: Path, session_id: str | None = None) -> "Session":
+        base = cls.sessions_dir(data_dir)
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            probe = base / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SessionError(
+                f"data dir {data_dir} is not writable ({exc.strerror}): choose another with --data-dir or CHT_DATA_DIR"
+            ) from None
+        if session_id is not None:
+            check_id(session_id)
+            root = base / session_id
+            try:
+                root.mkdir()
+            except FileExistsError:
+                raise SessionError(f"session {session_id} already exists") from None
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for n in range(1000):
+                root = base / (stamp if n == 0 else f"{stamp}-{n}")
+                try:
+                    root.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+        session = cls(root)
+        session.segments_dir.mkdir()
+        return session
+
+    @classmethod
+    def open(cls, data_dir: Path, session_id: str) -> "Session":
+        check_id(session_id)
+        root = cls.sessions_dir(data_dir) / session_id
+        if not root.is_dir():
+            raise SessionError(f"no session {session_id!r} in {data_dir}: `cht sessions` lists them")
+        return cls(root)
+
+    def remove(self) -> None:
+        """Delete a session that recorded nothing (a failed start)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- liveness: a recording holds an exclusive lock on the session --
+    def lock(self) -> None:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SessionError(f"session {self.id} is being recorded by another cht process") from None
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_recording(self) -> bool:
+        """True while some cht process holds this session's lock."""
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # -- manifest --
+    def segment_files(self) -> list[Path]:
+        files = [p for p in self.segments_dir.glob("seg_*.mp4") if segment_index(p) is not None]
+        return sorted(files, key=segment_index)
+
+    def next_segment_index(self) -> int:
+        files = self.segment_files()
+        return segment_index(files[-1]) + 1 if files else 0
+
+    def load_manifest(self) -> Manifest | None:
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SessionError(f"manifest of {self.id} is unreadable ({exc}): run `cht rebuild {self.id}`") from None
+        return Manifest.from_dict(data)
+
+    def save_manifest(self, manifest: Manifest) -> None:
+        atomic_write_json(self.manifest_path, manifest.to_dict())
+
+    def facts_from_files(self) -> tuple[list[SegmentFacts], str]:
+        """Each segment's facts read from the file alone, and the source it names."""
+        facts, source = [], ""
+        for path in self.segment_files():
+            scan = fmp4.scan(path)
+            meta = read_segment_metadata(path)
+            try:
+                run = int(meta[META_RUN])
+                run_start = float(meta[META_GLOBAL_START])
+                run_started_at = float(meta[META_STARTED_AT])
+            except (KeyError, ValueError):
+                continue  # not a cht segment (or its header never got written)
+            source = source or meta.get(META_SOURCE, "")
+            facts.append(
+                SegmentFacts(
+                    file=str(path.relative_to(self.root)),
+                    index=segment_index(path),
+                    run=run,
+                    run_global_start=run_start,
+                    run_started_at=run_started_at,
+                    duration=scan.duration,
+                    bytes=scan.complete_bytes,
+                )
+            )
+        return facts, source
+
+    def rebuild(self) -> Manifest:
+        """Re-derive manifest.json from the segment files, cutting torn last fragments and
+        dropping files that hold no media."""
+        old = None
+        try:
+            old = self.load_manifest()
+        except SessionError:
+            pass
+        if not self.is_recording():
+            for path in self.segment_files():
+                close_segment(path)
+        facts, source = self.facts_from_files()
+        segments, gaps = derive(facts)
+        if self.is_recording():
+            state, reason = "recording", ""
+        elif old is None:
+            state, reason = "stopped", "rebuilt from the segment files"
+        elif old.state == "recording" or old.state == "crashed":
+            state, reason = "crashed", "the recording process ended without stopping; rebuilt from the segment files"
+        else:
+            state, reason = old.state, old.reason
+        manifest = Manifest(
+            id=self.id,
+            source=old.source if old else source,
+            state=state,
+            reason=reason,
+            started_at=segments[0].started_at if segments else (old.started_at if old else ""),
+            segments=segments,
+            gaps=gaps,
+        )
+        self.save_manifest(manifest)
+        return manifest
+
+    def current_manifest(self) -> Manifest:
+        """The manifest as it stands, with a recording whose process died shown as crashed."""
+        manifest = self.load_manifest()
+        if manifest is None:
+            raise SessionError(f"session {self.id} has no manifest: run `cht rebuild {self.id}`")
+        if manifest.state == "recording" and not self.is_recording():
+            manifest.state = "crashed"
+        return manifest
+
+
+def close_segment(path: Path) -> bool:
+    """Make a segment whose writer has gone safe to read: cut a torn last fragment, delete a
+    file with no media at all (what a kill during rotation leaves). True if media remains."""
+    removed = fmp4.cut_to_complete(path)
+    if removed:
+        log.info("%s: cut %d bytes of a torn last fragment", path.name, removed)
+    if fmp4.scan(path).fragments:
+        return True
+    path.unlink(missing_ok=True)
+    return False
+
+
+def check_id(session_id: str) -> None:
+    if not SESSION_ID.match(session_id):
+        raise SessionError(
+            f"{session_id!r} is not a valid session id: use letters, digits, '.', '_' or '-' (at most 64)"
+        )
+
+
+def list_sessions(data_dir: Path) -> list[tuple[Session, Manifest | None]]:
+    base = Session.sessions_dir(data_dir)
+    if not base.is_dir():
+        return []
+    out = []
+    for root in sorted(p for p in base.iterdir() if p.is_dir() and SESSION_ID.match(p.name)):
+        session = Session(root)
+        try:
+            manifest = session.current_manifest()
+        except SessionError:
+            manifest = None
+        out.append((session, manifest))
+    return out

@@ -1,0 +1,120 @@
+"""Shared test helpers: media generated with the real ffmpeg (lavfi), the real `cht`
+command run as a subprocess, and small polling utilities."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from cht.media.ffmpeg import ffmpeg_exe
+
+CHT = [sys.executable, "-m", "cht.cli"]
+
+
+def make_media(path: Path, seconds: float, *, video: bool = True, audio: bool = True,
+               size: str = "640x360", rate: int = 30, gop: int = 30) -> Path:
+    """A test file: a moving pattern with a frame counter (every frame unique) and a tone."""
+    args = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error"]
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}"]
+    if video:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac"]
+    subprocess.run([*args, str(path)], check=True)
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, cmdline) of the direct children of `pid`, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                out.append((int(entry.name), cmd))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def recorder_pid(cht_pid: int) -> int | None:
+    for pid, cmd in children(cht_pid):
+        if "seg_%05d.mp4" in cmd:
+            return pid
+    return None
+
+
+def decode_fully(path: Path) -> dict[str, int]:
+    """Decode every packet of every stream; raises if any part is broken."""
+    counts: dict[str, int] = {}
+    with av.open(str(path)) as container:
+        for frame in container.decode(*container.streams):
+            kind = "video" if isinstance(frame, av.VideoFrame) else "audio"
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+class Cht:
+    """Runs the real `cht` CLI against a temporary data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, "CHT_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*CHT, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([*CHT, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.data_dir / "sessions" / session_id
+
+    def manifest(self, session_id: str) -> dict:
+        return json.loads((self.session_dir(session_id) / "manifest.json").read_text())
+
+    def sessions(self) -> list[str]:
+        base = self.data_dir / "sessions"
+        return sorted(p.name for p in base.iterdir()) if base.exists() else []
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30) -> tuple[int, str, str]:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+
+
+@pytest.fixture
+def cht(tmp_path: Path) -> Cht:
+    return Cht(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")

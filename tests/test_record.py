@@ -1,0 +1,169 @@
+"""End-to-end recording with the real ffmpeg and the real `cht` command.
+
+Each test records generated media (or the built-in demo) through `cht record`, injects the
+fault the issue names (kill -9 of the recorder, SIGTERM, kill -9 of cht itself) and checks
+the segments, the manifest and the media against the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+
+import av
+import pytest
+
+from conftest import Cht, children, decode_fully, make_media, recorder_pid, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def packet_times(path, offset=0.0) -> dict[str, float]:
+    """md5 of each video packet -> its time (s) + offset. Stream copy keeps packets intact."""
+    out = {}
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        start = stream.start_time or 0
+        for p in c.demux(stream):
+            if p.size:
+                out[hashlib.md5(bytes(p)).hexdigest()] = float((p.pts - start) * stream.time_base) + offset
+    return out
+
+
+def check_chain(manifest: dict) -> None:
+    """Global offsets continuous: each segment starts where the last ended, plus its gap."""
+    gaps = {(g["start"]): g["end"] for g in manifest["gaps"]}
+    segs = manifest["segments"]
+    assert segs[0]["global_start"] == 0
+    for prev, seg in zip(segs, segs[1:]):
+        end = round(prev["global_start"] + prev["duration"], 3)
+        assert seg["global_start"] == pytest.approx(gaps.get(end, end), abs=0.002)
+    assert manifest["duration"] == pytest.approx(segs[-1]["global_start"] + segs[-1]["duration"], abs=0.002)
+
+
+def test_recorder_killed_twice_gives_three_segments_with_gaps(cht: Cht, tmp_path):
+    src = make_media(tmp_path / "src.mp4", 20)
+    proc = cht.start("record", str(src), "--session", "kills")
+    seg_dir = cht.session_dir("kills") / "segments"
+    wait_for(lambda: (seg_dir / "seg_00000.mp4").exists(), 15, what="first segment")
+    t0 = time.monotonic()
+    kills = []
+    for at in (5.0, 12.0):
+        time.sleep(max(0.0, at - (time.monotonic() - t0)))
+        pid = recorder_pid(proc.pid)
+        assert pid, "no recorder running"
+        signal_time = time.monotonic() - t0
+        __import__("os").kill(pid, signal.SIGKILL)
+        kills.append(signal_time)
+        wait_for(lambda: recorder_pid(proc.pid) not in (None, pid), 2.0, 0.05, what="watchdog restart (<= 2 s)")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    manifest = cht.manifest("kills")
+    assert manifest["state"] == "stopped" and manifest["reason"] == "end of source"
+    segs = manifest["segments"]
+    assert [s["file"] for s in segs] == [f"segments/seg_{i:05d}.mp4" for i in range(3)]
+    assert [s["run"] for s in segs] == [0, 1, 2]
+    check_chain(manifest)
+    assert len(manifest["gaps"]) == 2
+    for gap in manifest["gaps"]:
+        assert 0 < gap["end"] - gap["start"] <= 3.0
+
+    # Every segment decodes to its end, and the manifest's durations are what is in the files.
+    source = packet_times(src)
+    recorded: dict[str, float] = {}
+    for seg in segs:
+        path = cht.session_dir("kills") / seg["file"]
+        counts = decode_fully(path)
+        assert counts["video"] == pytest.approx(seg["duration"] * 30, abs=2)
+        assert counts["audio"] > 0
+        recorded.update(packet_times(path, seg["global_start"]))
+
+    # The recording is the source on the global clock: same frames at the same times...
+    for digest, t in recorded.items():
+        assert digest in source, "a recorded frame that the source never had"
+        assert t == pytest.approx(source[digest], abs=0.04)
+    # ...and nothing is missing outside the kill windows.
+    windows = [(g["start"], g["end"]) for g in manifest["gaps"]]
+    missing = [t for d, t in source.items() if d not in recorded]
+    assert missing, "kills must lose something of a live-paced source"
+    for t in missing:
+        assert any(a - 0.04 <= t <= b + 0.04 for a, b in windows), f"frame at {t:.3f} s lost outside the gaps"
+    assert manifest["duration"] == pytest.approx(20.0, abs=0.1)
+
+
+def test_sigterm_stops_cleanly_and_rebuild_gives_the_same_manifest(cht: Cht, tmp_path):
+    src = make_media(tmp_path / "src.mp4", 60)
+    proc = cht.start("record", str(src), "--session", "term", "--max-segment", "3s")
+    seg_dir = cht.session_dir("term") / "segments"
+    wait_for(lambda: (seg_dir / "seg_00001.mp4").exists(), 15, what="a rotation")
+    __import__("os").kill(recorder_pid(proc.pid), signal.SIGKILL)  # and a restart, for two runs
+    wait_for(lambda: (seg_dir / "seg_00003.mp4").exists(), 15, what="segments of the second run")
+    code, out, err = Cht.stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert "Traceback" not in err
+    clean = cht.manifest("term")
+    assert clean["state"] == "stopped" and clean["reason"] == "stopped by user"
+    files = sorted(p.name for p in seg_dir.iterdir())
+    assert [s["file"].split("/")[1] for s in clean["segments"]] == files
+    assert len({s["run"] for s in clean["segments"]}) == 2
+    check_chain(clean)
+    for seg in clean["segments"]:
+        path = cht.session_dir("term") / seg["file"]
+        decode_fully(path)
+        with av.open(str(path)) as c:
+            assert seg["duration"] == pytest.approx(c.duration / 1e6, abs=0.05)
+        assert seg["bytes"] == path.stat().st_size
+
+    (cht.session_dir("term") / "manifest.json").unlink()
+    result = cht.run("rebuild", "term")
+    assert result.returncode == 0, result.stderr
+    rebuilt = cht.manifest("term")
+    for key in ("segments", "gaps", "duration", "started_at", "source", "id", "version"):
+        assert rebuilt[key] == clean[key], key
+
+
+def test_kill9_of_cht_then_rebuild(cht: Cht, tmp_path):
+    src = make_media(tmp_path / "src.mp4", 60)
+    proc = cht.start("record", str(src), "--session", "k9", "--max-segment", "3s")
+    seg_dir = cht.session_dir("k9") / "segments"
+    wait_for(lambda: (seg_dir / "seg_00002.mp4").exists(), 20, what="two rotations")
+    before = cht.manifest("k9")
+    rec = recorder_pid(proc.pid)
+    proc.kill()
+    proc.wait()
+    # The recorder is not orphaned: it finishes its fragment and exits with cht.
+    wait_for(lambda: not __import__("os").path.exists(f"/proc/{rec}") or
+             "Z" in open(f"/proc/{rec}/stat").read().rsplit(")", 1)[1].split()[0], 10, what="recorder exit")
+    listed = cht.run("sessions")
+    assert "crashed" in listed.stdout
+    result = cht.run("rebuild", "k9")
+    assert result.returncode == 0, result.stderr
+    rebuilt = cht.manifest("k9")
+    assert rebuilt["state"] == "crashed"
+    assert len(rebuilt["segments"]) >= 3
+    assert [s["file"] for s in rebuilt["segments"]] == [f"segments/{p.name}" for p in sorted(seg_dir.iterdir())]
+    check_chain(rebuilt)
+    for old, new in zip(before["segments"], rebuilt["segments"]):
+        assert new["global_start"] == old["global_start"]
+    for seg in rebuilt["segments"]:
+        decode_fully(cht.session_dir("k9") / seg["file"])
+    again = cht.run("rebuild", "k9")
+    assert again.returncode == 0 and cht.manifest("k9") == rebuilt
+
+
+def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
+    proc = cht.start("demo", "--session", "demo")
+    wait_for(lambda: (cht.session_dir("demo") / "manifest.json").exists(), 20, what="demo start")
+    time.sleep(10)
+    code, out, err = Cht.stop(proc, signal.SIGINT)
+    assert code == 0, err
+    manifest = cht.manifest("demo")
+    assert manifest["state"] == "stopped"
+    assert 8.0 <= manifest["duration"] <= 14.0
+    counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
+    assert counts["video"] > 150 and counts["audio"] > 100
+    assert not [c for c in children(proc.pid)], "no ffmpeg left behind"
+    info = cht.run("info", "demo")
+    assert info.returncode == 0 and "stopped" in info.stdout
