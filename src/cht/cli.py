@@ -4,6 +4,7 @@ one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -73,6 +74,7 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
                     "or choose another --session name"
                 )
             append_to = session.rebuild()
+    _check_free_space(data_dir, options.min_free_bytes)
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
@@ -95,6 +97,19 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
     return 0 if manifest.state == "stopped" and not manifest.reason.startswith("disk full") else EXIT_ABNORMAL_END
+
+
+def _check_free_space(data_dir: Path, min_free: int) -> None:
+    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), Path("/"))
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # Session.create reports an unusable data dir
+    if free < min_free:
+        raise SessionError(
+            f"only {fmt_bytes(free)} free in {data_dir} (--min-free is {fmt_bytes(min_free)}): "
+            "free some space, lower --min-free or choose another --data-dir"
+        )
 
 
 @app.command(help="Record SOURCE until Ctrl-C / SIGTERM (or until a file source ends).\n\n\b\nSOURCE forms:\n"

@@ -104,10 +104,12 @@ class Lifecycle:
         self._attach_log()
         now = time.time()
         if self._append_to is not None and self._append_to.segments:
-            first = self._append_to.segments[0]
-            self.origin_wall = epoch(first.started_at) - first.global_start
+            # Continue the clock: the time since the last segment ended becomes a gap.
+            last = self._append_to.segments[-1]
+            position = last.global_end + max(0.0, now - epoch(last.ended_at))
+            self.origin_wall = now - position
             self.manifest.started_at = self._append_to.started_at
-            self.file_origin = now - self.origin_wall
+            self.file_origin = position
         else:
             self.origin_wall = now
             self.manifest.started_at = iso(now)

@@ -1,0 +1,147 @@
+"""Every bad input the foundation issue names: a clear one-line error, exit code 2, nothing
+half-made left behind — and the two that are not errors (no audio, no video)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from conftest import Cht, decode_fully, make_media, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cht: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_missing_file(cht: Cht):
+    assert_one_line_error(cht.run("record", "/no/such/lecture.mp4"), "no such file")
+    assert cht.sessions() == []
+
+
+def test_file_that_is_not_media(cht: Cht, tmp_path):
+    fake = tmp_path / "slides.mp4"
+    fake.write_bytes(b"%PDF-1.4 not a video\n" * 200)
+    assert_one_line_error(cht.run("record", str(fake)), "not a media file")
+    assert cht.sessions() == []
+
+
+def test_unreachable_url(cht: Cht):
+    result = cht.run("record", f"http://127.0.0.1:{free_port()}/live/index.m3u8")
+    assert_one_line_error(result, "cannot record", "Connection refused")
+    assert cht.sessions() == []
+
+
+def test_listener_port_already_in_use(cht: Cht):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cht.run("record", f"rtmp://127.0.0.1:{port}/live/key")
+    assert_one_line_error(result, "port is in use")
+    assert cht.sessions() == []
+
+
+def test_bad_values(cht: Cht):
+    assert_one_line_error(cht.run("record", "demo", "--max-segment", "soon"), "not a duration")
+    assert_one_line_error(cht.run("record", "demo", "--session", "../../etc"), "not a valid session id")
+    assert_one_line_error(cht.run("info", "no-such-session"), "no session")
+    assert_one_line_error(cht.run("rebuild", "a/b"), "not a valid session id")
+    assert cht.sessions() == []
+
+
+def test_unwritable_data_dir(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    result = Cht(blocker / "data").run("record", str(make_media(tmp_path / "a.mp4", 2)))
+    assert_one_line_error(result, "not writable", "--data-dir")
+
+
+@pytest.mark.parametrize("video, audio", [(True, False), (False, True)])
+def test_one_sided_sources_record_what_they_have(cht: Cht, tmp_path, video, audio):
+    src = make_media(tmp_path / "one.mp4", 3, video=video, audio=audio)
+    result = cht.run("record", "--fast", "--session", "one", str(src))
+    assert result.returncode == 0, result.stderr
+    manifest = cht.manifest("one")
+    assert manifest["state"] == "stopped" and manifest["duration"] == pytest.approx(3.0, abs=0.1)
+    path = cht.session_dir("one") / manifest["segments"][0]["file"]
+    with av.open(str(path)) as c:
+        assert {s.type for s in c.streams} == ({"video"} if video else {"audio"})
+    decode_fully(path)
+
+
+def test_existing_session_is_refused_unless_appended(cht: Cht, tmp_path):
+    src = make_media(tmp_path / "a.mp4", 2)
+    assert cht.run("record", "--session", "talk", str(src)).returncode == 0
+    first = cht.manifest("talk")
+    assert_one_line_error(cht.run("record", "--session", "talk", str(src)), "already exists", "--append")
+    assert cht.manifest("talk") == first  # untouched
+
+    time.sleep(1.5)
+    result = cht.run("record", "--fast", "--session", "talk", "--append", str(src))
+    assert result.returncode == 0, result.stderr
+    after = cht.manifest("talk")
+    assert after["segments"][0] == first["segments"][0]
+    assert len(after["segments"]) == 2 and after["segments"][1]["run"] == 1
+    (gap,) = after["gaps"]
+    assert gap["start"] == pytest.approx(2.0, abs=0.1) and 1.5 <= gap["end"] - gap["start"] <= 10
+    assert after["segments"][1]["global_start"] == gap["end"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _check_disk_full_session(cht: Cht) -> dict:
+    manifest = cht.manifest("full")
+    assert manifest["state"] == "stopped" and manifest["reason"].startswith("disk full")
+    assert manifest["segments"], "what was written is kept"
+    for seg in manifest["segments"]:
+        counts = decode_fully(cht.session_dir("full") / seg["file"])
+        assert counts["video"] == pytest.approx(seg["duration"] * 30, abs=2)
+    return manifest
+
+
+def test_disk_full_while_recording_stops_cleanly(small_disk, tmp_path):
+    src = make_media(tmp_path / "big.mp4", 20, size="1280x720")
+    cht = Cht(small_disk / "data")
+    result = cht.run("record", "--fast", "--min-free", "0", "--session", "full", str(src))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    manifest = _check_disk_full_session(cht)
+    assert "no space left" in manifest["reason"]
+
+
+def test_min_free_stops_before_the_disk_is_full(small_disk, tmp_path):
+    src = make_media(tmp_path / "big.mp4", 20, size="1280x720")
+    cht = Cht(small_disk / "data")
+    result = cht.run("record", "--min-free", "7M", "--session", "full", str(src))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    manifest = _check_disk_full_session(cht)
+    assert "less than" in manifest["reason"]
+    assert manifest["duration"] < 19
+    refused = cht.run("record", "--min-free", "7M", str(src))
+    assert_one_line_error(refused, "free", "--min-free")
