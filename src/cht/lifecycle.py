@@ -102,17 +102,14 @@ class Lifecycle:
         """Start recording; raise SourceError (leaving nothing behind) if no media comes."""
         self.session.lock()
         self._attach_log()
-        now = time.time()
         if self._append_to is not None and self._append_to.segments:
             # Continue the clock: the time since the last segment ended becomes a gap.
+            now = time.time()
             last = self._append_to.segments[-1]
             position = last.global_end + max(0.0, now - epoch(last.ended_at))
             self.origin_wall = now - position
             self.manifest.started_at = self._append_to.started_at
             self.file_origin = position
-        else:
-            self.origin_wall = now
-            self.manifest.started_at = iso(now)
         if self.source.stdin_fed:
             self._feed = PipeFeed(generator_args(self._cache_dir))
             self._feed.start()
@@ -168,6 +165,7 @@ class Lifecycle:
         now = round(time.time(), 3)  # as written into the files, so a rebuild derives the same
         if not self._runs and self._append_to is None:
             self.origin_wall = now  # a new session's clock starts with its first recorder
+            self.manifest.started_at = iso(now)
         offset = 0.0
         if self.source.kind == "file":
             offset = self._file_resume_point(now, self.manifest.duration)
