@@ -8,8 +8,8 @@ from cht.errors import SessionError
 from cht.session import Manifest, Session, SegmentFacts, atomic_write_json, derive, epoch
 
 
-def fact(index, run, run_start, duration, started=1_000_000.0):
-    return SegmentFacts(f"segments/seg_{index:05d}.mp4", index, run, run_start, started, duration, 100)
+def fact(index, run, run_start, duration, started=1_000_000.0, origin=None):
+    return SegmentFacts(f"segments/seg_{index:05d}.mp4", index, run, run_start, origin, started, duration, 100)
 
 
 def test_runs_chain_and_gaps_are_explicit():
@@ -22,6 +22,15 @@ def test_runs_chain_and_gaps_are_explicit():
     assert [(g.start, g.end) for g in gaps] == [(42.5, 45.0)]
     assert segments[1].started_at == segments[0].ended_at
     assert epoch(segments[2].started_at) == pytest.approx(1_000_045.0)
+
+
+def test_live_runs_sit_at_their_wall_clock_distance_from_the_origin():
+    segments, gaps = derive([
+        fact(0, 0, None, 10.0, started=500.0),  # the first run defines global 0
+        fact(1, 1, None, 4.0, started=537.25, origin=500.0),  # a client came back 27.25 s later
+    ])
+    assert [s.global_start for s in segments] == [0.0, 37.25]
+    assert [(g.start, g.end) for g in gaps] == [(10.0, 37.25)]
 
 
 def test_a_run_never_starts_inside_the_previous_one():

@@ -5,8 +5,9 @@ numbered segments; when one dies, the watchdog notices within `watchdog_s` and s
 next run into the next segment, and the outage becomes a gap. Everything that happens is
 published as a typed event on the bus; nothing here knows about a terminal or a browser.
 
-The global clock: for a live source, a run starts at its wall-clock distance from the
-session's origin. For a file played at real pace, the file *is* the clock: a new run seeks
+The global clock: global time 0 is the session's first media. A live source's run starts at
+the wall-clock distance of its first media from that origin (noted when its first fragment
+lands), so the time a listener waits for its next client is a gap too. For a file played at real pace, the file *is* the clock: a new run seeks
 to where a live stream would be by now (its next keyframe); with `--fast` it resumes where
 the last run ended.
 """
@@ -31,6 +32,7 @@ from cht.record.sources import Source
 from cht.record.tracker import SegmentTracker
 from cht.session import (
     META_GLOBAL_START,
+    META_ORIGIN,
     META_RUN,
     META_SOURCE,
     META_STARTED_AT,
@@ -40,7 +42,7 @@ from cht.session import (
     close_segment,
     derive,
     epoch,
-    iso,
+    segment_facts,
     segment_index,
 )
 
@@ -51,13 +53,13 @@ MAX_QUICK_FAILURES = 3  # a file run that dies this often without media in a row
 
 
 class Run:
-    """One recorder process and where its segments sit on the global clock."""
+    """One recorder process, the first segment index it writes and the metadata it stamps."""
 
-    def __init__(self, number: int, first_index: int, global_start: float, started_at: float) -> None:
+    def __init__(self, number: int, first_index: int, metadata: dict[str, str]) -> None:
         self.number = number
         self.first_index = first_index
-        self.global_start = global_start
-        self.started_at = started_at
+        self.metadata = metadata
+        self.first_media_at: float | None = None  # epoch s, once its first fragment has landed
         self.recorder: Recorder | None = None
 
 
@@ -90,11 +92,11 @@ class Lifecycle:
         self._quick_failures = 0
         self._went_live = False
         self._last_index = -1
+        self._file_started_wall = 0.0  # epoch s when a file source started playing
+        self._file_origin = 0.0  # global s where a file source's own time 0 lies
         self.restarts = 0
         self.bytes = 0
         self.manifest = Manifest(id=session.id, source=source_label(source), state="recording")
-        self.origin_wall = 0.0  # epoch seconds at global time 0
-        self.file_origin = 0.0  # global seconds where a file source's own time 0 lies
 
     # -- public --
 
@@ -102,16 +104,11 @@ class Lifecycle:
         """Start recording; raise SourceError (leaving nothing behind) if no media comes."""
         self.session.lock()
         self._attach_log()
-        if self._append_to is not None and self._append_to.segments:
-            # Continue the clock: the time since the last segment ended becomes a gap.
-            now = time.time()
-            last = self._append_to.segments[-1]
-            position = last.global_end + max(0.0, now - epoch(last.ended_at))
-            self.origin_wall = now - position
-            self.manifest.started_at = self._append_to.started_at
-            self.file_origin = position
+        if self._append_to is not None:
+            self._last_index = max((segment_index(Path(s.file)) for s in self._append_to.segments), default=-1)
+            self._refresh()
         if self.source.stdin_fed:
-            self._feed = PipeFeed(generator_args(self._cache_dir))
+            self._feed = PipeFeed(generator_args(self._cache_dir), self.session.recorder_log_path)
             self._feed.start()
         try:
             self._spawn()
@@ -154,39 +151,33 @@ class Lifecycle:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None
 
-    @property
-    def current_index(self) -> int:
-        return self._last_index
-
     # -- runs --
+
+    def _origin(self) -> float | None:
+        """Epoch seconds of global time 0, once the session has media."""
+        if not self.manifest.segments:
+            return None
+        first = self.manifest.segments[0]
+        return round(epoch(first.started_at) - first.global_start, 3)
 
     def _spawn(self, reason: str = "start") -> bool:
         """Start the next recorder run; False when a file source has nothing left to play."""
-        now = round(time.time(), 3)  # as written into the files, so a rebuild derives the same
-        if not self._runs and self._append_to is None:
-            self.origin_wall = now  # a new session's clock starts with its first recorder
-            self.manifest.started_at = iso(now)
+        now = round(time.time(), 3)
+        metadata = {META_RUN: str(self._next_run_number()), META_STARTED_AT: f"{now:.3f}",
+                    META_SOURCE: self.manifest.source}
         offset = 0.0
         if self.source.kind == "file":
+            if not self._runs:
+                origin = self._origin()  # appending: the pause since the last segment is a gap
+                self._file_origin = 0.0 if origin is None else max(self.manifest.duration, now - origin)
+                self._file_started_wall = now
             offset = self._file_resume_point(now, self.manifest.duration)
             if offset is None:
                 return False
-            global_start = self.file_origin + offset
-        else:
-            global_start = now - self.origin_wall
-        global_start = round(global_start, 3)
-        run = Run(
-            number=(self._runs[-1].number + 1) if self._runs else self._first_run_number(),
-            first_index=self.session.next_segment_index(),
-            global_start=global_start,
-            started_at=now,
-        )
-        metadata = {
-            META_RUN: str(run.number),
-            META_GLOBAL_START: f"{global_start:.3f}",
-            META_STARTED_AT: f"{now:.3f}",
-            META_SOURCE: self.manifest.source,
-        }
+            metadata[META_GLOBAL_START] = f"{self._file_origin + offset:.3f}"
+        elif (origin := self._origin()) is not None:
+            metadata[META_ORIGIN] = f"{origin:.3f}"
+        run = Run(int(metadata[META_RUN]), self.session.next_segment_index(), metadata)
         args = recorder_args(
             self.source.input_args(offset=offset, paced=not self.options.fast),
             self.source.map_args(),
@@ -197,19 +188,19 @@ class Lifecycle:
             max_segment_s=self.options.max_segment_s,
             fragment_s=self.options.fragment_s,
         )
-        run.recorder = Recorder(args, run=run.number, stdin_fed=self.source.stdin_fed)
-        log.info("starting run %d (%s) at global %.3f s into segment %d", run.number, reason,
-                 global_start, run.first_index)
+        run.recorder = Recorder(args, run=run.number, log_path=self.session.recorder_log_path,
+                                stdin_fed=self.source.stdin_fed)
+        log.info("starting run %d (%s) into segment %d", run.number, reason, run.first_index)
         run.recorder.start()
         if self._feed is not None and run.recorder.stdin is not None:
             self._feed.attach(run.recorder.stdin)
         self._runs.append(run)
         return True
 
-    def _first_run_number(self) -> int:
-        if self._append_to is not None and self._append_to.segments:
-            return max(s.run for s in self._append_to.segments) + 1
-        return 0
+    def _next_run_number(self) -> int:
+        if self._runs:
+            return self._runs[-1].number + 1
+        return max((s.run + 1 for s in self.manifest.segments), default=0)
 
     def _file_resume_point(self, now: float, prev_end: float) -> float | None:
         """Where in the file the next run starts (file seconds); None when it has ended.
@@ -220,8 +211,8 @@ class Lifecycle:
         """
         if not self._runs:
             return 0.0
-        done = max(0.0, prev_end - self.file_origin)
-        target = done if self.options.fast else max(done, now - self.origin_wall - self.file_origin)
+        done = max(0.0, prev_end - self._file_origin)
+        target = done if self.options.fast else max(done, now - self._file_started_wall)
         if self._keyframes is None:
             self._keyframes = keyframe_times(Path(self.source.spec))
         point = target
@@ -305,7 +296,10 @@ class Lifecycle:
         error = run.recorder.last_error()
         produced = self._finalize_run(run)
         self._refresh()
-        log.warning("run %d ended (exit code %s): %s", run.number, code, error)
+        if code == 0:
+            log.info("run %d ended (exit code 0)", run.number)
+        else:
+            log.warning("run %d ended (exit code %s): %s", run.number, code, error)
         if "No space left" in run.recorder.output():
             self._shutdown("stopped", "disk full: the data dir has no space left")
             return
@@ -313,7 +307,7 @@ class Lifecycle:
             self._shutdown("stopped", "end of source")
             return
         self._quick_failures = 0 if produced else self._quick_failures + 1
-        if self.source.finite and self._quick_failures >= MAX_QUICK_FAILURES:
+        if self.source.kind == "file" and self._quick_failures >= MAX_QUICK_FAILURES:
             self._shutdown("crashed", f"the recorder keeps failing: {error}")
             return
         if self._quick_failures and self._stopping.wait(min(10.0, 0.5 * 2 ** (self._quick_failures - 1))):
@@ -345,28 +339,23 @@ class Lifecycle:
 
     def _refresh(self) -> None:
         """Recompute segments and gaps from what the files hold now."""
-        facts = []
+        facts = self._appended_facts()
         total = 0
         for index, scan in self._tracker.poll():
-            run = self._run_for(index)
             total += scan.complete_bytes
+            run = self._run_for(index)
             if run is None:
                 continue
-            facts.append(
-                SegmentFacts(
-                    file=str(scan.path.relative_to(self.session.root)),
-                    index=index,
-                    run=run.number,
-                    run_global_start=run.global_start,
-                    run_started_at=run.started_at,
-                    duration=scan.duration,
-                    bytes=scan.complete_bytes,
-                )
-            )
-        if self._append_to is not None:
-            facts = self._appended_facts() + facts
+            if run.first_media_at is None and scan.fragments:
+                self._note_first_media(run, scan.duration)
+            fact = segment_facts(str(scan.path.relative_to(self.session.root)), index, scan, run.metadata,
+                                 run.first_media_at)
+            if fact is not None:
+                facts.append(fact)
         self.bytes = total
         self.manifest.segments, self.manifest.gaps = derive(facts)
+        if self.manifest.segments:
+            self.manifest.started_at = self.manifest.segments[0].started_at
         newest = max((f.index for f in facts if f.duration > 0), default=-1)
         if newest > self._last_index:
             self._last_index = newest
@@ -375,14 +364,24 @@ class Lifecycle:
             if self._went_live or len(self.manifest.segments) > 1:
                 self._save_manifest()
 
+    def _note_first_media(self, run: Run, seconds_landed: float) -> None:
+        """The run's first fragment just landed holding `seconds_landed` of live media, so its
+        first sample arrived that long ago (to within one watchdog interval)."""
+        run.first_media_at = round(time.time() - seconds_landed, 3)
+        try:
+            self.session.write_run_note(run.number, run.first_media_at)
+        except OSError as exc:
+            log.warning("could not note run %d's start: %s", run.number, exc)
+
     def _appended_facts(self) -> list[SegmentFacts]:
-        old = self._append_to
-        facts = []
-        for seg in old.segments:
-            index = segment_index(Path(seg.file))
-            facts.append(SegmentFacts(seg.file, index, seg.run, seg.global_start, epoch(seg.started_at),
-                                      seg.duration, seg.bytes))
-        return facts
+        """The segments of the session being continued, as they are."""
+        if self._append_to is None:
+            return []
+        return [
+            SegmentFacts(seg.file, segment_index(Path(seg.file)), seg.run, seg.global_start, None,
+                         epoch(seg.started_at), seg.duration, seg.bytes)
+            for seg in self._append_to.segments
+        ]
 
     def _run_for(self, index: int) -> Run | None:
         found = None
@@ -422,7 +421,7 @@ class Lifecycle:
             self._finished.set()
 
     def _attach_log(self) -> None:
-        handler = logging.FileHandler(self.session.root / "session.log", encoding="utf-8")
+        handler = logging.FileHandler(self.session.log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("cht")
         root.addHandler(handler)

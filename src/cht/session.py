@@ -1,12 +1,14 @@
 """Sessions on disk and their manifest.
 
 Layout (`<data_dir>/sessions/<id>/`): `manifest.json`, `segments/seg_00000.mp4 …`,
-`recorder.log`, and later stages' `frames/`, `audio/`, `transcript.jsonl`.
+`session.log` (cht's own log), `recorder.log` (ffmpeg's stderr), and later stages' `frames/`,
+`audio/`, `transcript.jsonl`.
 
 The manifest is derived: every segment file carries in its own metadata the recorder run it
-came from, that run's start on the global clock and its wall-clock start. `derive()` turns
-those facts plus each file's measured duration into segments and gaps, the same way while
-recording and in `cht rebuild`, so a rebuilt manifest equals the one a clean stop writes.
+came from and how that run sits on the global clock; `segments/run_NNNN.json` notes when a
+run's first media arrived by the wall clock (a listener may wait long for its client). `derive()`
+turns those facts plus each file's measured duration into segments and gaps, the same way while recording and in `cht rebuild`, so a
+rebuilt manifest equals the one a clean stop writes.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ SEGMENT_FILE = re.compile(r"^seg_(\d{5,})\.mp4$")
 GAP_EPSILON_S = 0.001  # seconds: smaller differences between runs are rounding, not gaps
 
 # Metadata keys each segment file carries (mp4 `use_metadata_tags`).
-META_RUN = "cht_run"
-META_GLOBAL_START = "cht_global_start"
-META_STARTED_AT = "cht_started_at"
+META_RUN = "cht_run"  # the recorder run that wrote it
+META_GLOBAL_START = "cht_global_start"  # clocked sources (files): where the run starts, global s
+META_ORIGIN = "cht_origin"  # live sources: epoch s of global time 0 (absent on a session's first run)
+META_STARTED_AT = "cht_started_at"  # epoch s the run was started: the fallback wall clock
 META_SOURCE = "cht_source"
 
 
@@ -72,10 +75,29 @@ class SegmentFacts:
     file: str  # relative to the session dir
     index: int
     run: int
-    run_global_start: float  # seconds: where its recorder run starts on the global clock
-    run_started_at: float  # epoch seconds: when that run started
+    run_global_start: float | None  # seconds: where a clocked (file) run starts on the global clock
+    origin: float | None  # epoch seconds of global time 0, for a live run after the session's first
+    started_at: float  # epoch seconds: when its first media arrived
     duration: float  # seconds of complete fragments
     bytes: int
+
+
+def segment_facts(
+    file: str, index: int, scan: fmp4.Fmp4Scan, meta: dict[str, str], first_media_at: float | None
+) -> SegmentFacts | None:
+    """Facts from a segment's scan, its metadata and its run's first-media time (read from the
+    files, or the very values the lifecycle holds: one function serves the live manifest and
+    `cht rebuild`)."""
+    try:
+        run = int(meta[META_RUN])
+        global_start = float(meta[META_GLOBAL_START]) if META_GLOBAL_START in meta else None
+        origin = float(meta[META_ORIGIN]) if META_ORIGIN in meta else None
+        started = float(meta[META_STARTED_AT])
+    except (KeyError, ValueError):
+        return None  # not a cht segment (or its header never got written)
+    if first_media_at is not None and global_start is None:  # a live run: when media really came
+        started = first_media_at
+    return SegmentFacts(file, index, run, global_start, origin, started, scan.duration, scan.complete_bytes)
 
 
 @dataclass
@@ -137,9 +159,11 @@ class Manifest:
 def derive(facts: list[SegmentFacts]) -> tuple[list[Segment], list[Gap]]:
     """Segments and gaps on the global clock from the facts of each file, in index order.
 
-    A run's first segment starts where its run starts (never before the previous segment's
-    end); later segments of a run follow on seamlessly, as ffmpeg's segment muxer rotates
-    without a gap. Any space left between runs is an explicit gap.
+    A run's first segment starts where its run starts: at its stated global start (a file
+    is its own clock), else at its first media's wall-clock distance from the session's
+    origin (live sources), and never before the previous segment's end. Later segments of a
+    run follow on seamlessly, as ffmpeg's segment muxer rotates without a gap. Any space
+    left between runs is an explicit gap.
     """
     segments: list[Segment] = []
     gaps: list[Gap] = []
@@ -147,15 +171,21 @@ def derive(facts: list[SegmentFacts]) -> tuple[list[Segment], list[Gap]]:
     for fact in sorted(facts, key=lambda f: f.index):
         if fact.duration <= 0:
             continue
-        same_run = prev is not None and prev.run == fact.run
-        if same_run:
+        if prev is not None and prev.run == fact.run:
             start = prev.global_end
             started = epoch(prev.ended_at)
         else:
-            start = fact.run_global_start if prev is None else max(fact.run_global_start, prev.global_end)
-            started = fact.run_started_at
-            if prev is not None and start - prev.global_end > GAP_EPSILON_S:
-                gaps.append(Gap(round(prev.global_end, 3), round(start, 3)))
+            if fact.run_global_start is not None:
+                start = fact.run_global_start
+            elif fact.origin is not None:
+                start = fact.started_at - fact.origin
+            else:
+                start = 0.0  # the session's first run: its first media is global time 0
+            if prev is not None:
+                start = max(start, prev.global_end)
+                if start - prev.global_end > GAP_EPSILON_S:
+                    gaps.append(Gap(round(prev.global_end, 3), round(start, 3)))
+            started = fact.started_at
         seg = Segment(
             file=fact.file,
             global_start=round(start, 3),
@@ -202,6 +232,10 @@ class Session:
 
     @property
     def log_path(self) -> Path:
+        return self.root / "session.log"
+
+    @property
+    def recorder_log_path(self) -> Path:
         return self.root / "recorder.log"
 
     @staticmethod
@@ -306,30 +340,30 @@ class Session:
     def save_manifest(self, manifest: Manifest) -> None:
         atomic_write_json(self.manifest_path, manifest.to_dict())
 
+    def run_note_path(self, run: int) -> Path:
+        return self.segments_dir / f"run_{run:04d}.json"
+
+    def write_run_note(self, run: int, first_media_at: float) -> None:
+        atomic_write_json(self.run_note_path(run), {"run": run, "first_media_at": first_media_at})
+
+    def read_run_note(self, run: int) -> float | None:
+        try:
+            return float(json.loads(self.run_note_path(run).read_text())["first_media_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def facts_from_files(self) -> tuple[list[SegmentFacts], str]:
-        """Each segment's facts read from the file alone, and the source it names."""
+        """Each segment's facts read from the files alone, and the source they name."""
         facts, source = [], ""
         for path in self.segment_files():
-            scan = fmp4.scan(path)
             meta = read_segment_metadata(path)
-            try:
-                run = int(meta[META_RUN])
-                run_start = float(meta[META_GLOBAL_START])
-                run_started_at = float(meta[META_STARTED_AT])
-            except (KeyError, ValueError):
-                continue  # not a cht segment (or its header never got written)
-            source = source or meta.get(META_SOURCE, "")
-            facts.append(
-                SegmentFacts(
-                    file=str(path.relative_to(self.root)),
-                    index=segment_index(path),
-                    run=run,
-                    run_global_start=run_start,
-                    run_started_at=run_started_at,
-                    duration=scan.duration,
-                    bytes=scan.complete_bytes,
-                )
-            )
+            run = meta.get(META_RUN, "")
+            first_media_at = self.read_run_note(int(run)) if run.isdigit() else None
+            fact = segment_facts(str(path.relative_to(self.root)), segment_index(path), fmp4.scan(path), meta,
+                                 first_media_at)
+            if fact is not None:
+                facts.append(fact)
+                source = source or meta.get(META_SOURCE, "")
         return facts, source
 
     def rebuild(self) -> Manifest:

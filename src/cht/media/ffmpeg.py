@@ -39,8 +39,8 @@ def recorder_args(
     into numbered fMP4 segments.
 
     ffmpeg's segment muxer rotates on `max_segment_s` at the next keyframe with no gap;
-    each file restarts its timestamps at 0 and carries `metadata` (run number, wall-clock
-    start, source offset) so the manifest can be rebuilt from the files alone.
+    each file restarts its timestamps at 0 and carries `metadata` (run number, where the run
+    sits on the global clock), so the manifest can be rebuilt from the files.
     """
     meta: list[str] = []
     for key, value in metadata.items():

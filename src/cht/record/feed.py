@@ -11,9 +11,10 @@ import logging
 import signal
 import subprocess
 import threading
+from pathlib import Path
 from typing import IO
 
-from cht.record.recorder import die_with_parent, forward_lines
+from cht.record.recorder import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,9 @@ TS_PACKET = 188
 
 
 class PipeFeed:
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], log_path: Path) -> None:
         self._args = args
+        self._log_path = log_path
         self._proc: subprocess.Popen | None = None
         self._sink: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -32,17 +34,19 @@ class PipeFeed:
         self.bytes_fed = 0
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(
-            self._args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not ffmpeg's
-            preexec_fn=die_with_parent(signal.SIGTERM),
-        )
+        with open(self._log_path, "ab") as log_file:
+            log_file.write(f"--- generator: {' '.join(self._args)}\n".encode())
+            log_file.flush()
+            self._proc = subprocess.Popen(
+                self._args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not ffmpeg's
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
         self._thread = threading.Thread(target=self._pump, name="cht-feed", daemon=True)
         self._thread.start()
-        threading.Thread(target=forward_lines, args=(self._proc.stderr, "generator"), daemon=True).start()
 
     def attach(self, sink: IO[bytes]) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """One recorder run: an ffmpeg process writing numbered fMP4 segments.
 
-Its stderr goes, line by line, to the session's recorder log; the last lines are kept to
-explain a failure. It runs in its own process group so a Ctrl-C in the terminal reaches cht
-only, and cht decides how the recording ends (gracefully, finishing the last fragment).
+ffmpeg's stderr goes straight into the session's `recorder.log` (a file, not a pipe, so the
+recorder never depends on cht being alive to log its last words). It runs in its own process
+group, so a Ctrl-C in the terminal reaches cht only and cht decides how the recording ends,
+and it gets SIGINT if cht dies, so it finishes its last fragment instead of being orphaned.
 """
 
 from __future__ import annotations
@@ -11,26 +12,21 @@ import ctypes
 import logging
 import signal
 import subprocess
-import threading
-from collections import deque
+import time
+from pathlib import Path
 from typing import IO
 
 log = logging.getLogger("cht.recorder")
 
-
-def forward_lines(stream: IO[bytes], prefix: str, tail: deque[str] | None = None) -> None:
-    """Copy a child's stderr into the session log, line by line, keeping the last few."""
-    for raw in stream:
-        line = raw.decode("utf-8", "replace").rstrip()
-        if line:
-            if tail is not None:
-                tail.append(line)
-            log.info("%s: %s", prefix, line)
+_ERROR_WORDS = ("error", "failed", "refused", "invalid", "no such", "denied", "unable")
 
 
 def die_with_parent(sig: int = signal.SIGINT):
-    """A preexec_fn: the child gets `sig` if cht dies (even by kill -9), so no recorder is
-    orphaned; SIGINT lets ffmpeg finish its fragment first."""
+    """A preexec_fn: the child gets `sig` when cht dies (even by kill -9).
+
+    Best effort for a graceful end: the kernel sends the signal again each time the child is
+    handed to another of cht's dying threads, and a second SIGINT makes ffmpeg abandon its
+    last fragment (at most `fragment_s` of media, which `cht rebuild` then cuts off)."""
 
     def setup() -> None:
         try:
@@ -42,31 +38,29 @@ def die_with_parent(sig: int = signal.SIGINT):
 
 
 class Recorder:
-    def __init__(self, args: list[str], *, run: int, stdin_fed: bool = False) -> None:
+    def __init__(self, args: list[str], *, run: int, log_path: Path, stdin_fed: bool = False) -> None:
         self.args = args
         self.run = run
+        self._log_path = log_path
+        self._log_offset = 0
         self._stdin_fed = stdin_fed
-        self._tail: deque[str] = deque(maxlen=20)
         self._proc: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
-        log.info("run %d: %s", self.run, " ".join(self.args))
-        self._proc = subprocess.Popen(
-            self.args,
-            stdin=subprocess.PIPE if self._stdin_fed else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
-        self._reader = threading.Thread(
-            target=forward_lines,
-            args=(self._proc.stderr, f"run {self.run}", self._tail),
-            name=f"cht-rec-{self.run}",
-            daemon=True,
-        )
-        self._reader.start()
+        with open(self._log_path, "ab") as log_file:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log_file.write(f"--- {stamp} run {self.run}: {' '.join(self.args)}\n".encode())
+            log_file.flush()
+            self._log_offset = log_file.tell()
+            self._proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE if self._stdin_fed else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        log.info("run %d: recorder pid %d", self.run, self._proc.pid)
 
     @property
     def pid(self) -> int | None:
@@ -83,19 +77,22 @@ class Recorder:
     def returncode(self) -> int | None:
         return self._proc.poll() if self._proc else None
 
-    def last_error(self) -> str:
-        """The most telling stderr line, for a one-line message."""
-        if self._reader:
-            self._reader.join(timeout=1)
-        for line in reversed(self._tail):
-            if "error" in line.lower() or "failed" in line.lower() or "refused" in line.lower():
-                return line
-        return self._tail[-1] if self._tail else "no output from ffmpeg"
+    def output(self, limit: int = 64 * 1024) -> str:
+        """What this run has written to the log so far (its last `limit` bytes)."""
+        try:
+            with open(self._log_path, "rb") as f:
+                f.seek(max(self._log_offset, f.seek(0, 2) - limit))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
-    def output(self) -> str:
-        if self._reader:
-            self._reader.join(timeout=1)
-        return "\n".join(self._tail)
+    def last_error(self) -> str:
+        """The most telling line ffmpeg wrote, for a one-line message."""
+        lines = [line.strip() for line in self.output().splitlines() if line.strip()]
+        for line in reversed(lines):
+            if any(word in line.lower() for word in _ERROR_WORDS):
+                return line
+        return lines[-1] if lines else "ffmpeg exited without saying why"
 
     def stop(self, timeout: float) -> int | None:
         """Ask ffmpeg to finish its last fragment and exit; kill it if it will not."""
@@ -114,6 +111,4 @@ class Recorder:
             log.warning("run %d: did not stop within %g s, killed", self.run, timeout)
             self._proc.kill()
             self._proc.wait()
-        if self._reader:
-            self._reader.join(timeout=2)
         return self._proc.returncode

@@ -43,8 +43,10 @@ class Source:
 
     @property
     def finite(self) -> bool:
-        """True when the source's end means the session's end."""
-        return self.kind == "file"
+        """True when the source ending cleanly ends the session. A pulled stream that ends
+        (EOF, an HLS end list) is over; one that breaks exits with an error and is retried.
+        A listener goes back to listening for the next client."""
+        return self.kind in ("file", "url")
 
     @property
     def stdin_fed(self) -> bool:

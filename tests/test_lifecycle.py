@@ -1,0 +1,54 @@
+"""The lifecycle in-process: the events it publishes, in order, exactly once where it must."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from cht import events as ev
+from cht.config import RecordOptions
+from cht.lifecycle import Lifecycle
+from cht.record.sources import parse_source
+from cht.session import Session
+from conftest import make_media
+
+pytestmark = pytest.mark.slow
+
+
+def test_events_of_a_recording_with_a_recorder_death(tmp_path):
+    src = parse_source(str(make_media(tmp_path / "src.mp4", 12)))
+    session = Session.create(tmp_path / "data", "life")
+    bus = ev.EventBus()
+    seen: list[ev.Event] = []
+    restarted = threading.Event()
+    bus.subscribe(seen.append)
+    bus.subscribe(lambda e: isinstance(e, ev.RecorderRestarted) and restarted.set())
+    life = Lifecycle(session, src, RecordOptions(), bus, cache_dir=tmp_path / "cache")
+    life.start()
+    time.sleep(2.5)
+    killed_at = time.monotonic()
+    os.kill(life.recorder_pid, signal.SIGKILL)
+    assert restarted.wait(5)
+    assert time.monotonic() - killed_at <= 2.0, "the watchdog restarts a dead recorder within 2 s"
+    assert life.wait(30), "a file source ends the session"
+    manifest = life.manifest
+
+    names = [e.name for e in seen]
+    assert names[0] == "SessionStarted" and names[-1] == "SessionStopped"
+    assert names.count("WentLive") == 1
+    assert names.count("RecorderRestarted") == 1
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    durations = [e.duration for e in seen if isinstance(e, ev.DurationChanged)]
+    assert durations == sorted(durations) and len(durations) >= 4  # a tick a second
+    starts = [e for e in seen if isinstance(e, ev.SegmentStarted)]
+    assert [e.index for e in starts] == [0, 1]
+    assert starts[1].global_start == manifest.segments[1].global_start
+    stopped = seen[-1]
+    assert stopped.state == "stopped" and stopped.reason == "end of source"
+    assert manifest.state == "stopped" and len(manifest.gaps) == 1
+    assert bus.since(seen[-3].seq) == seen[-2:]
+    assert not session.is_recording()

@@ -1,0 +1,74 @@
+"""Pulled and pushed sources over real sockets: an HTTP URL served here, and a TCP
+listener that a real ffmpeg client pushes MPEG-TS to, twice, with an outage between."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cht.media.ffmpeg import ffmpeg_exe
+from conftest import Cht, decode_fully, make_media, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_http_url_records_to_the_end_of_the_stream(cht: Cht, tmp_path):
+    make_media(tmp_path / "talk.ts", 5)  # MPEG-TS: streamable over plain HTTP without range requests
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = cht.run("record", "--session", "web", f"http://127.0.0.1:{server.server_port}/talk.ts")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    manifest = cht.manifest("web")
+    assert manifest["state"] == "stopped" and manifest["reason"] == "end of source"
+    assert manifest["duration"] == pytest.approx(5.0, abs=0.1)
+    decode_fully(cht.session_dir("web") / manifest["segments"][0]["file"])
+
+
+def push(src, url: str, seconds: float) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-i", str(src), "-t", str(seconds),
+                    "-c", "copy", "-f", "mpegts", url], check=True, timeout=seconds + 20)
+
+
+def test_tcp_listener_reconnect_is_a_gap_of_the_outage(cht: Cht, tmp_path):
+    src = make_media(tmp_path / "cam.mp4", 10)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    proc = cht.start("record", "--session", "push", url)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    push(src, url, 4)
+    outage_start = time.monotonic()
+    wait_for(lambda: (cht.session_dir("push") / "manifest.json").exists(), 5, what="manifest")
+    time.sleep(3.0)
+    outage = time.monotonic() - outage_start
+    push(src, url, 3)
+    time.sleep(1.0)
+    code, out, err = Cht.stop(proc, signal.SIGINT)
+    assert code == 0, err
+    manifest = cht.manifest("push")
+    segs = manifest["segments"]
+    assert len(segs) == 2 and segs[0]["run"] != segs[1]["run"]
+    assert segs[0]["duration"] == pytest.approx(4.0, abs=0.3)
+    assert segs[1]["duration"] == pytest.approx(3.0, abs=0.3)
+    (gap,) = manifest["gaps"]
+    # The time the listener waited for its next client is on the clock as a gap.
+    assert gap["end"] - gap["start"] == pytest.approx(outage, abs=1.0)
+    for seg in segs:
+        decode_fully(cht.session_dir("push") / seg["file"])
