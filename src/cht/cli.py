@@ -12,11 +12,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cht import events as ev
+from cht.analyze.pipeline import analyze_offline
 from cht.config import RecordOptions, default_data_dir, parse_duration, parse_size
 from cht.console import RecordingView, fmt_bytes, fmt_time
+from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
 from cht.lifecycle import Lifecycle
 from cht.record.sources import HELP as SOURCE_HELP
@@ -52,7 +55,7 @@ def main_options(
 
 
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
-            max_segment: str, min_free: str) -> int:
+            max_segment: str, min_free: str, analyze: bool = True) -> int:
     try:
         options = RecordOptions(fast=fast, max_segment_s=parse_duration(max_segment),
                                 min_free_bytes=parse_size(min_free))
@@ -78,7 +81,8 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
-    lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to)
+    lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
+                          analyze=analyze)
 
     def on_signal(signum, _frame):
         lifecycle.request_stop()
@@ -121,9 +125,10 @@ def record(
     fast: bool = typer.Option(False, "--fast", help="File sources: record as fast as possible, not at real pace."),
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long (e.g. 90s, 30m)."),
     min_free: str = typer.Option("64M", "--min-free", help="Stop cleanly when the data dir has less free space."),
+    no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, no waveform."),
 ) -> None:
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
-                             max_segment=max_segment, min_free=min_free))
+                             max_segment=max_segment, min_free=min_free, analyze=not no_analyze))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -176,6 +181,38 @@ def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
     manifest = session.rebuild()
     out.print(f"rebuilt {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)}, {len(manifest.gaps)} gap(s)")
+
+
+@app.command(help="Re-run scene detection and the waveform on a finished session, replacing their files.")
+def analyze(session_id: str = typer.Argument(..., metavar="ID")) -> None:
+    session = Session.open(State.data_dir, session_id)
+    if session.is_recording():
+        raise SessionError(f"session {session_id} is still recording: its analysis is running live")
+    manifest = session.current_manifest()
+    with Progress(TextColumn("analysing"), BarColumn(), TextColumn("{task.fields[at]}"), TimeRemainingColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("analyse", total=max(manifest.duration, 0.001), at="")
+        frames = analyze_offline(
+            session.root, manifest.segments, ev.EventBus(),
+            lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(manifest.duration)}"),
+        )
+    scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
+    out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")
+
+
+@app.command(help="Save the picture a running recording shows now as a keyframe.")
+def capture(session_id: Optional[str] = typer.Argument(None, metavar="[ID]", help="Default: the one recording now.")) -> None:
+    if session_id is None:
+        live = [s for s, _ in list_sessions(State.data_dir) if s.is_recording()]
+        if not live:
+            raise SessionError("no session is recording now: start one with `cht record SOURCE`")
+        session = live[-1]
+    else:
+        session = Session.open(State.data_dir, session_id)
+    answer = control_request(session.control_path, "capture")
+    if not answer.get("ok"):
+        raise SessionError(f"capture failed: {answer.get('error')}")
+    out.print(f"captured {session.id} at {fmt_time(answer['t'])} ({answer['file']})")
 
 
 def main() -> None:

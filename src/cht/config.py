@@ -69,3 +69,22 @@ def parse_size(text: str) -> int:
     if size < 0 or size > 2**50:
         raise ValueError(f"{text!r} is out of range")
     return size
+
+
+@dataclass
+class SceneOptions:
+    """How the scene / slide-change detector looks at frames."""
+
+    sample_fps: float = 4.0  # frames per second looked at (the rest are decoded, never converted)
+    width: int = 320  # pixels: frames are compared as grey images this wide
+    block: int = 10  # pixels: the grid cell that counts as changed or not
+    pixel_noise: int = 24  # grey levels: smaller differences are encoder noise
+    block_changed: float = 0.04  # fraction of a cell's pixels that must change for the cell to count
+    settle_s: float = 0.5  # seconds a cell must stay unchanged before it counts towards a slide change
+    min_blocks: int = 8  # cells that must settle on new content for a slide change
+    absorb_s: float = 2.0  # seconds after which a few settled cells (a resting pointer) are accepted silently
+    video_window: int = 8  # samples: the recent past in which a cell's changes are counted
+    video_changes: int = 2  # changes within that window that make a cell live video (webcam, pointer path)
+    cut_fraction: float = 0.5  # share of cells changing at once that is a hard cut
+    min_scene_s: float = 2.0  # seconds: changes closer than this to the last one are not new scenes
+    thumb_width: int = 320  # pixels: width of the thumbnail saved beside each keyframe

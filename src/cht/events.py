@@ -74,6 +74,22 @@ class ManifestUpdated(Event):
 
 
 @dataclass
+class SceneDetected(Event):
+    t: float
+    file: str
+    thumb: str
+    score: float
+    kind: str  # start | scene | manual
+
+
+@dataclass
+class WaveformUpdated(Event):
+    samples_per_pixel: int  # the zoom level
+    start: int  # index of the first new pixel
+    data: list[int]  # min, max pairs of the new pixels only
+
+
+@dataclass
 class Warning(Event):  # noqa: A001 - a session warning, shown to the user
     message: str
 

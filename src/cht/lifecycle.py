@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from cht import events as ev
-from cht.config import RecordOptions
+from cht.analyze.pipeline import Analyzer
+from cht.config import RecordOptions, SceneOptions
+from cht.control import ControlServer
 from cht.errors import SourceError
 from cht.media.ffmpeg import keyframe_times, recorder_args
 from cht.record.demo import generator_args
@@ -73,6 +75,8 @@ class Lifecycle:
         *,
         cache_dir: Path,
         append_to: Manifest | None = None,
+        analyze: bool = True,
+        scene_options: SceneOptions | None = None,
     ) -> None:
         self.session = session
         self.source = source
@@ -80,6 +84,10 @@ class Lifecycle:
         self.bus = bus
         self._cache_dir = cache_dir
         self._append_to = append_to
+        self._analyze = analyze
+        self._scene_options = scene_options
+        self.analyzer: Analyzer | None = None
+        self._control = ControlServer(session.control_path, {"status": self._status, "capture": self._capture})
         self._tracker = SegmentTracker(session.segments_dir)
         self._feed: PipeFeed | None = None
         self._runs: list[Run] = []
@@ -119,6 +127,11 @@ class Lifecycle:
         self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
         self._refresh()
         self._save_manifest()
+        if self._analyze:
+            self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
+                                     lambda: self.manifest.segments, self._scene_options)
+            self.analyzer.start()
+        self._control.start()
         self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
         self._thread.start()
 
@@ -150,6 +163,20 @@ class Lifecycle:
     def recorder_pid(self) -> int | None:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None
+
+    # -- control channel --
+
+    def _status(self, _request: dict) -> dict:
+        return {"session": self.session.id, "state": self.manifest.state, "duration": self.manifest.duration,
+                "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes}
+
+    def _capture(self, _request: dict) -> dict:
+        if self.analyzer is None:
+            raise RuntimeError("analysis is off for this recording (--no-analyze)")
+        record = self.analyzer.capture_now()
+        if record is None:
+            raise RuntimeError("no picture decoded yet (an audio-only source, or too early)")
+        return {"t": record.t, "file": record.file}
 
     # -- runs --
 
@@ -411,6 +438,12 @@ class Lifecycle:
             if self._feed:
                 self._feed.stop()
             self._refresh()
+            if self.analyzer is not None:
+                try:
+                    self.analyzer.stop()  # drains what the segments still hold
+                except Exception:
+                    log.exception("analysis failed while finishing")
+            self._control.close()
             self.manifest.state = state
             self.manifest.reason = reason
             self._save_manifest()

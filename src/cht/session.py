@@ -235,6 +235,10 @@ class Session:
         return self.root / "session.log"
 
     @property
+    def control_path(self) -> Path:
+        return self.root / "control.sock"
+
+    @property
     def recorder_log_path(self) -> Path:
         return self.root / "recorder.log"
 

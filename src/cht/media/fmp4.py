@@ -55,6 +55,7 @@ class Fmp4Scan:
     complete_bytes: int = 0  # file offset where the last complete box (pair) ends
     fragments: int = 0
     has_moov: bool = False
+    init_end: int = 0  # file offset where ftyp+moov (the init segment) end
     tracks: dict[int, _Track] = field(default_factory=dict)
 
     def update(self) -> "Fmp4Scan":
@@ -88,7 +89,7 @@ class Fmp4Scan:
                 elif kind == b"moov":
                     f.seek(pos)
                     self._read_moov(f.read(box_size))
-                    self.complete_bytes = pos + box_size
+                    self.complete_bytes = self.init_end = pos + box_size
                 elif pending_moof is None:
                     self.complete_bytes = pos + box_size  # ftyp, free, mfra...
                 pos += box_size

@@ -1,0 +1,1 @@
+"""Analysis of what the recorder wrote: decode once, then scenes, waveform (and transcript)."""

@@ -1,0 +1,163 @@
+"""Run analysis over a session's segments: live beside the recorder, or offline.
+
+One `Analyzer` decodes each segment once (`reader`), hands video samples to the scene
+detector and PCM to the waveform (and to any other PCM sink, such as a transcriber), and
+publishes what it finds on the bus. Live, a thread polls the growing segments; offline,
+`run()` reads the finished ones as fast as they decode. Both are the same `step()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable
+
+from cht import events as ev
+from cht.analyze.audio import Waveform
+from cht.analyze.reader import PcmChunk, SegmentDecoder, VideoSample
+from cht.analyze.scenes import Detection, FrameRecord, KeyframeWriter, SlideChangeDetector, grey, read_frames
+from cht.config import SceneOptions
+from cht.session import Segment
+
+log = logging.getLogger("cht.analyze")
+
+PcmSink = Callable[[PcmChunk], None]
+
+
+class Analyzer:
+    def __init__(
+        self,
+        session_dir: Path,
+        out_dir: Path,
+        bus: ev.EventBus,
+        segments: Callable[[], list[Segment]],
+        options: SceneOptions | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.session_dir = session_dir
+        self.options = options or SceneOptions()
+        self.bus = bus
+        self._segments = segments
+        self._poll_s = poll_s
+        self._detector = SlideChangeDetector(self.options)
+        self._writer = KeyframeWriter(out_dir, self.options)
+        self._waveform = Waveform(out_dir / "audio")
+        self._decoders: dict[str, SegmentDecoder] = {}
+        self._finished: set[str] = set()
+        self._latest: VideoSample | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pcm_sinks: list[PcmSink] = []
+        self.decoded_until = 0.0  # global seconds analysed so far
+
+    # -- live --
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="cht-analyze", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following; analyse whatever the segments still hold; write the JSON files."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.step(final=True)
+        self._waveform.finish()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                self.step()
+            except Exception:  # analysis must never take the recording down
+                log.exception("analysis step failed")
+
+    # -- offline --
+
+    def run(self, progress: Callable[[float], None] | None = None) -> None:
+        """Analyse finished segments as fast as possible."""
+        for segment in self._segments():
+            self._step_segment(segment, final=True)
+            if progress:
+                progress(self.decoded_until)
+        self._waveform.finish()
+
+    # -- both --
+
+    def step(self, final: bool = False) -> None:
+        segments = self._segments()
+        for i, segment in enumerate(segments):
+            closed = final or i < len(segments) - 1
+            self._step_segment(segment, final=closed)
+
+    def capture_now(self) -> FrameRecord | None:
+        """Save the latest decoded picture as a manual keyframe."""
+        with self._lock:
+            sample = self._latest
+            if sample is None:
+                return None
+            record = self._writer.save(sample.frame, Detection(sample.t, 0.0, "manual"))
+        self._publish_frame(record)
+        return record
+
+    def _step_segment(self, segment: Segment, final: bool) -> None:
+        if segment.file in self._finished:
+            return
+        decoder = self._decoders.get(segment.file)
+        if decoder is None:
+            path = self.session_dir / segment.file
+            decoder = self._decoders[segment.file] = SegmentDecoder(
+                path, segment.global_start, video_fps=self.options.sample_fps
+            )
+        for item in decoder.poll():
+            self._handle(item)
+        if final:
+            for item in decoder.finish():
+                self._handle(item)
+            self._finished.add(segment.file)
+            del self._decoders[segment.file]
+        self.decoded_until = max(self.decoded_until, decoder.decoded_until)
+
+    def _handle(self, item: VideoSample | PcmChunk) -> None:
+        if isinstance(item, VideoSample):
+            with self._lock:
+                self._latest = item
+                detection = self._detector.process(item.t, grey(item.frame, self.options.width))
+                record = self._writer.save(item.frame, detection) if detection else None
+            if record:
+                self._publish_frame(record)
+            return
+        for spp, first, data in self._waveform.add(item.t, item.samples):
+            self.bus.publish(ev.WaveformUpdated(spp, first, data))
+        for sink in self.pcm_sinks:
+            sink(item)
+
+    def _publish_frame(self, record: FrameRecord) -> None:
+        self.bus.publish(ev.SceneDetected(record.t, record.file, record.thumb, record.score, record.kind))
+
+
+DERIVED = ("frames", "frames.jsonl", "audio")
+
+
+def analyze_offline(session_dir: Path, segments: list[Segment], bus: ev.EventBus,
+                    progress: Callable[[float], None] | None = None,
+                    options: SceneOptions | None = None) -> list[FrameRecord]:
+    """Re-run analysis on a finished session, replacing its derived files only at the end,
+    so an interrupted run leaves the previous results as they were."""
+    work = session_dir / ".analyze.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    Analyzer(session_dir, work, bus, lambda: segments, options).run(progress)
+    for name in DERIVED:
+        old = session_dir / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        if (work / name).exists():
+            os.replace(work / name, old)
+    shutil.rmtree(work, ignore_errors=True)
+    return read_frames(session_dir)

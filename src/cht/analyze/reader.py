@@ -1,0 +1,128 @@
+"""Follow a session's segments as they grow and decode what analysis needs, once.
+
+Each segment is read fragment by fragment (only complete fragments, see `media.fmp4`): the
+init segment plus the new fragments form a small MP4 that PyAV demuxes, and the packets go
+to decoders that live as long as the segment, so a fragment that starts mid-GOP decodes
+fine. Video frames are handed on at `video_fps` at most (the rest are decoded, as H.264
+needs, but never converted); audio is resampled to 16 kHz mono int16. Everything carries
+global time: the segment's `global_start` plus the packet's time in the file.
+
+A fragment that fails to decode is skipped with a warning and the decoders restart at the
+next keyframe; nothing here can stop the recording, which only writes the files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from cht.media.fmp4 import Fmp4Scan
+
+log = logging.getLogger("cht.analyze")
+
+PCM_RATE = 16_000
+
+
+@dataclass
+class VideoSample:
+    t: float  # global seconds
+    frame: av.VideoFrame  # full resolution, as decoded
+
+
+@dataclass
+class PcmChunk:
+    t: float  # global seconds of the first sample
+    samples: np.ndarray  # int16, mono, PCM_RATE
+
+
+class SegmentDecoder:
+    """Incrementally decodes one segment file; `poll()` yields what new fragments hold."""
+
+    def __init__(self, path: Path, global_start: float, *, video_fps: float) -> None:
+        self.path = path
+        self.global_start = global_start
+        self._scan = Fmp4Scan(path)
+        self._init: bytes | None = None
+        self._read_upto = 0
+        self._decoders: dict[int, tuple[av.CodecContext, str, object]] = {}
+        self._resampler: av.AudioResampler | None = None
+        self._audio_next: float | None = None  # global time of the next PCM sample
+        self._video_period = 1.0 / video_fps
+        self._next_video_t = float("-inf")
+        self.decoded_until = global_start  # global seconds covered so far
+
+    def poll(self) -> Iterator[VideoSample | PcmChunk]:
+        scan = self._scan.update()
+        if not scan.has_moov or scan.complete_bytes <= max(self._read_upto, scan.init_end):
+            return
+        with open(self.path, "rb") as f:
+            if self._init is None:
+                self._init = f.read(scan.init_end)
+                self._read_upto = scan.init_end
+            f.seek(self._read_upto)
+            chunk = f.read(scan.complete_bytes - self._read_upto)
+        self._read_upto = scan.complete_bytes
+        try:
+            yield from self._decode(self._init + chunk)
+        except av.FFmpegError as exc:
+            log.warning("%s: skipped a fragment that does not decode (%s)", self.path.name, exc)
+            self._decoders.clear()  # start again at the next keyframe
+
+    def finish(self) -> Iterator[VideoSample | PcmChunk]:
+        """Drain the decoders at the end of the segment."""
+        for index, (ctx, kind, time_base) in list(self._decoders.items()):
+            try:
+                frames = ctx.decode(None)
+            except av.FFmpegError:
+                continue
+            for frame in frames:
+                yield from self._emit(frame, kind, time_base)
+        self._decoders.clear()
+
+    def _decode(self, data: bytes) -> Iterator[VideoSample | PcmChunk]:
+        with av.open(io.BytesIO(data), format="mp4") as container:
+            for packet in container.demux():
+                if packet.size == 0 or packet.stream.type not in ("video", "audio"):
+                    continue
+                ctx, kind, time_base = self._decoder_for(packet.stream)
+                for frame in ctx.decode(packet):
+                    yield from self._emit(frame, kind, time_base)
+
+    def _decoder_for(self, stream) -> tuple[av.CodecContext, str, object]:
+        entry = self._decoders.get(stream.index)
+        if entry is None:
+            template = stream.codec_context
+            ctx = av.CodecContext.create(template.name, "r")
+            ctx.extradata = template.extradata
+            ctx.thread_count = 1  # analysis must stay light beside the recorder
+            if stream.type == "audio":
+                ctx.sample_rate = template.sample_rate
+                ctx.layout = template.layout
+            entry = (ctx, stream.type, stream.time_base)
+            self._decoders[stream.index] = entry
+        return entry
+
+    def _emit(self, frame, kind: str, time_base) -> Iterator[VideoSample | PcmChunk]:
+        if frame.pts is None:
+            return
+        t = self.global_start + float(frame.pts * time_base)
+        if kind == "video":
+            self.decoded_until = max(self.decoded_until, t)
+            if t + 1e-6 >= self._next_video_t:
+                self._next_video_t = t + self._video_period
+                yield VideoSample(t, frame)
+            return
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PCM_RATE)
+            self._audio_next = t
+        for out in self._resampler.resample(frame):
+            samples = out.to_ndarray().reshape(-1)
+            yield PcmChunk(self._audio_next, samples)
+            self._audio_next += len(samples) / PCM_RATE
+            self.decoded_until = max(self.decoded_until, self._audio_next)
