@@ -31,7 +31,7 @@ class Slide:
 class Lecture:
     duration: float
     slides: list[Slide]
-    cuts: list[tuple[float, float]]  # (start, end) of each cut to the moving pattern
+    cuts: list[tuple[float, float]]  # (start, length) of each cut to the moving pattern
 
     @property
     def changes(self) -> list[float]:
@@ -46,30 +46,29 @@ def _bullet(i: int) -> str:
 
 
 def lecture(duration: float = 60.0, slide_every: float = 12.0, bullet_every: float = 4.0,
-            cut_every: float = 24.0, cut_length: float = 4.0) -> Lecture:
-    """A schedule: slides every `slide_every` s with bullets every `bullet_every` s, and a cut
-    to the moving pattern every `cut_every` s (the next slide starts when the cut ends)."""
-    slides, cuts, t, n, b = [], [], 0.0, 0, 0
-    next_cut = cut_every - cut_length
-    while t < duration - 3:
+            cuts: tuple[tuple[float, float], ...] = ((20.0, 4.0), (44.0, 4.0))) -> Lecture:
+    """A schedule: a slide every `slide_every` s with a bullet every `bullet_every` s, and
+    cuts (start, length) to the moving pattern; the next slide starts when a cut ends."""
+    slides: list[Slide] = []
+    pending = sorted(cuts)
+    t, bullets = 0.0, 0
+    while t < duration - 2.5:
         end = min(t + slide_every, duration)
-        if next_cut < end:
-            end = next_cut
-        slide = Slide(t, f"Lecture part {n + 1}: {WORDS[n % len(WORDS)]}")
+        if pending and pending[0][0] < end:
+            end = pending[0][0]
+        slide = Slide(t, f"Lecture part {len(slides) + 1}: {WORDS[len(slides) % len(WORDS)]}")
         reveal = t + bullet_every
         while reveal < end - 2.5:
-            slide.bullets.append((reveal, _bullet(b)))
+            slide.bullets.append((reveal, _bullet(bullets)))
             reveal += bullet_every
-            b += 1
+            bullets += 1
         slides.append(slide)
-        n += 1
-        if end == next_cut and end < duration - cut_length - 3:
-            cuts.append((end, end + cut_length))
-            t = end + cut_length
-            next_cut += cut_every
+        if pending and pending[0][0] == end:
+            start, length = pending.pop(0)
+            t = start + length
         else:
             t = end
-    return Lecture(duration, slides, cuts)
+    return Lecture(duration, slides, list(cuts))
 
 
 def _escape(text: str) -> str:
@@ -79,7 +78,7 @@ def _escape(text: str) -> str:
 def render(spec: Lecture, path: Path, *, size: str = "1280x720", rate: int = 30, audio: bool = True) -> Path:
     width, height = (int(v) for v in size.split("x"))
     ends = [s.start for s in spec.slides[1:]] + [spec.duration]
-    for a, b in spec.cuts:  # a slide ends where a cut begins
+    for a, _ in spec.cuts:  # a slide ends where a cut begins
         for i, s in enumerate(spec.slides):
             if s.start < a < ends[i]:
                 ends[i] = a
@@ -93,7 +92,7 @@ def render(spec: Lecture, path: Path, *, size: str = "1280x720", rate: int = 30,
     cursor = "drawbox=x=1000:y=620:w=4:h=40:color=black:t=fill:enable='lt(mod(t,1),0.5)'"
     pointer = "drawbox=x='300+250*sin(t/1.7)':y='380+180*cos(t/2.3)':w=14:h=20:color=red:t=fill"
     slides = ",".join([*draws, cursor])
-    cut_enable = "+".join(f"between(t,{a},{b - 0.001})" for a, b in spec.cuts) or "0"
+    cut_enable = "+".join(f"between(t,{a},{a + n - 0.001})" for a, n in spec.cuts) or "0"
     graph = (
         f"color=c=white:s={size}:r={rate}:d={spec.duration},format=yuv420p,{slides}[slides];"
         f"testsrc2=s={size}:r={rate}:d={spec.duration}[pattern];"

@@ -55,6 +55,7 @@ class SegmentDecoder:
         self._audio_next: float | None = None  # global time of the next PCM sample
         self._video_period = 1.0 / video_fps
         self._next_video_t = float("-inf")
+        self._last_video: tuple[float, float] | None = None  # (time, interval) of the last frame
         self.decoded_until = global_start  # global seconds covered so far
 
     def poll(self) -> Iterator[VideoSample | PcmChunk]:
@@ -108,11 +109,24 @@ class SegmentDecoder:
             self._decoders[stream.index] = entry
         return entry
 
+    def _check_continuity(self, t: float) -> None:
+        """Warn about video that is missing inside a segment (a fragment that did not decode)."""
+        if self._last_video is not None:
+            last, interval = self._last_video
+            step = t - last
+            if interval > 0 and step > max(0.2, 4 * interval):
+                log.warning("%s: no decodable video from %.3f to %.3f s (global): a corrupt fragment was skipped",
+                            self.path.name, last, t)
+            self._last_video = (t, step if 0 < step <= 4 * interval or interval == 0 else interval)
+        else:
+            self._last_video = (t, 0.0)
+
     def _emit(self, frame, kind: str, time_base) -> Iterator[VideoSample | PcmChunk]:
         if frame.pts is None:
             return
         t = self.global_start + float(frame.pts * time_base)
         if kind == "video":
+            self._check_continuity(t)
             self.decoded_until = max(self.decoded_until, t)
             if t + 1e-6 >= self._next_video_t:
                 self._next_video_t = t + self._video_period
