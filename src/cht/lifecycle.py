@@ -128,9 +128,7 @@ class Lifecycle:
         self._refresh()
         self._save_manifest()
         if self._analyze:
-            self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
-                                     lambda: self.manifest.segments, self._scene_options)
-            self.analyzer.start()
+            self._start_analysis()
         self._control.start()
         self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
         self._thread.start()
@@ -163,6 +161,17 @@ class Lifecycle:
     def recorder_pid(self) -> int | None:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None
+
+    def _start_analysis(self) -> None:
+        """Analysis runs beside the recording; if it cannot start, the recording goes on."""
+        try:
+            self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
+                                     lambda: self.manifest.segments, self._scene_options)
+            self.analyzer.start()
+        except OSError as exc:
+            self.analyzer = None
+            log.error("analysis could not start: %s", exc)
+            self.bus.publish(ev.Warning(f"analysis is off for this recording: {exc.strerror or exc}"))
 
     # -- control channel --
 
