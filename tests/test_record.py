@@ -174,5 +174,10 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
     assert counts["video"] > 150 and counts["audio"] > 100
     assert not [c for c in children(proc.pid)], "no ffmpeg left behind"
+    # The demo gives every later stage something real: slide changes and speech.
+    frames = [json.loads(line) for line in (cht.session_dir("demo") / "frames.jsonl").read_text().splitlines()]
+    assert frames[0]["kind"] == "start" and sum(f["kind"] == "scene" for f in frames) >= 2
+    wave = json.loads((cht.session_dir("demo") / "audio" / "waveform.json").read_text())
+    assert max(wave["data"]) > 20
     info = cht.run("info", "demo")
     assert info.returncode == 0 and "stopped" in info.stdout

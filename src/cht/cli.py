@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cht import events as ev
 from cht.analyze.pipeline import analyze_offline
-from cht.config import RecordOptions, default_data_dir, parse_duration, parse_size
+from cht.config import RecordOptions, SceneOptions, default_data_dir, parse_duration, parse_size
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
@@ -55,10 +55,11 @@ def main_options(
 
 
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
-            max_segment: str, min_free: str, analyze: bool = True) -> int:
+            max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s") -> int:
     try:
         options = RecordOptions(fast=fast, max_segment_s=parse_duration(max_segment),
                                 min_free_bytes=parse_size(min_free))
+        scene_options = SceneOptions(min_scene_s=parse_duration(min_scene))
     except ValueError as exc:
         raise SessionError(str(exc)) from None
     source = parse_source(source_spec)
@@ -82,7 +83,7 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
     lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
-                          analyze=analyze)
+                          analyze=analyze, scene_options=scene_options)
 
     def on_signal(signum, _frame):
         lifecycle.request_stop()
@@ -126,9 +127,11 @@ def record(
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long (e.g. 90s, 30m)."),
     min_free: str = typer.Option("64M", "--min-free", help="Stop cleanly when the data dir has less free space."),
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, no waveform."),
+    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
 ) -> None:
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
-                             max_segment=max_segment, min_free=min_free, analyze=not no_analyze))
+                             max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
+                             min_scene=min_scene))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -184,7 +187,14 @@ def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
 
 
 @app.command(help="Re-run scene detection and the waveform on a finished session, replacing their files.")
-def analyze(session_id: str = typer.Argument(..., metavar="ID")) -> None:
+def analyze(
+    session_id: str = typer.Argument(..., metavar="ID"),
+    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+) -> None:
+    try:
+        scene_options = SceneOptions(min_scene_s=parse_duration(min_scene))
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
     session = Session.open(State.data_dir, session_id)
     if session.is_recording():
         raise SessionError(f"session {session_id} is still recording: its analysis is running live")
@@ -195,6 +205,7 @@ def analyze(session_id: str = typer.Argument(..., metavar="ID")) -> None:
         frames = analyze_offline(
             session.root, manifest.segments, ev.EventBus(),
             lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(manifest.duration)}"),
+            scene_options,
         )
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
     out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")

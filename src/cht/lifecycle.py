@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from cht import events as ev
-from cht.analyze.pipeline import Analyzer
+from cht.analyze.pipeline import Analyzer, clear_derived
 from cht.config import RecordOptions, SceneOptions
 from cht.control import ControlServer
 from cht.errors import SourceError
@@ -165,6 +165,8 @@ class Lifecycle:
     def _start_analysis(self) -> None:
         """Analysis runs beside the recording; if it cannot start, the recording goes on."""
         try:
+            if self._append_to is not None:  # analysis starts over with every segment, old ones first
+                clear_derived(self.session.root)
             self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
                                      lambda: self.manifest.segments, self._scene_options)
             self.analyzer.start()

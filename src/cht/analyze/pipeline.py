@@ -142,22 +142,45 @@ class Analyzer:
 DERIVED = ("frames", "frames.jsonl", "audio")
 
 
+def clear_derived(session_dir: Path, keep_into: Path | None = None) -> None:
+    """Remove what analysis derives, keeping the user's manual captures: their records and
+    pictures stay (or move into `keep_into`, the fresh results, merged in time order)."""
+    manual = [r for r in read_frames(session_dir) if r.kind == "manual"]
+    target = keep_into or session_dir
+    stash = session_dir / ".manual.tmp"
+    shutil.rmtree(stash, ignore_errors=True)
+    stash.mkdir()
+    for record in manual:
+        for name in (record.file, record.thumb):
+            if (session_dir / name).exists():
+                os.replace(session_dir / name, stash / Path(name).name)
+    for name in DERIVED:
+        path = session_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if manual:
+        (target / "frames").mkdir(parents=True, exist_ok=True)
+        for picture in stash.iterdir():
+            os.replace(picture, target / "frames" / picture.name)
+        records = sorted(read_frames(target) + manual, key=lambda r: r.t)
+        (target / "frames.jsonl").write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    shutil.rmtree(stash, ignore_errors=True)
+
+
 def analyze_offline(session_dir: Path, segments: list[Segment], bus: ev.EventBus,
                     progress: Callable[[float], None] | None = None,
                     options: SceneOptions | None = None) -> list[FrameRecord]:
-    """Re-run analysis on a finished session, replacing its derived files only at the end,
-    so an interrupted run leaves the previous results as they were."""
+    """Re-run analysis on a finished session, replacing its derived files only at the end
+    (an interrupted run leaves the previous results as they were); manual captures stay."""
     work = session_dir / ".analyze.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     Analyzer(session_dir, work, bus, lambda: segments, options).run(progress)
+    clear_derived(session_dir, keep_into=work)
     for name in DERIVED:
-        old = session_dir / name
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink(missing_ok=True)
         if (work / name).exists():
-            os.replace(work / name, old)
+            os.replace(work / name, session_dir / name)
     shutil.rmtree(work, ignore_errors=True)
     return read_frames(session_dir)

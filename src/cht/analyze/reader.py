@@ -102,6 +102,11 @@ class SegmentDecoder:
             ctx = av.CodecContext.create(template.name, "r")
             ctx.extradata = template.extradata
             ctx.thread_count = 1  # analysis must stay light beside the recorder
+            if stream.type == "video":
+                # Only a few frames a second are looked at: skip the pictures no other picture
+                # refers to (B-frames) and the deblocking filter; this halves the decoding.
+                ctx.skip_frame = "NONREF"
+                ctx.options = {"skip_loop_filter": "all"}
             if stream.type == "audio":
                 ctx.sample_rate = template.sample_rate
                 ctx.layout = template.layout
