@@ -82,9 +82,12 @@ class SceneOptions:
     block_changed: float = 0.04  # fraction of a cell's pixels that must change for the cell to count
     settle_s: float = 0.5  # seconds a cell must stay unchanged before it counts towards a slide change
     min_blocks: int = 8  # cells that must settle on new content for a slide change
+    min_cluster: int = 6  # neighbouring cells that count as new content (a pointer touches fewer)
     absorb_s: float = 2.0  # seconds after which a few settled cells (a resting pointer) are accepted silently
     video_window: int = 8  # samples: the recent past in which a cell's changes are counted
     video_changes: int = 2  # changes within that window that make a cell live video (webcam, pointer path)
+    video_rate: float = 0.2  # share of samples a cell changed in, long term, that marks a video region
+    video_tau_s: float = 30.0  # seconds: the memory of that long-term share
     cut_fraction: float = 0.5  # share of cells changing at once that is a hard cut
     min_scene_s: float = 2.0  # seconds: changes closer than this to the last one are not new scenes
     thumb_width: int = 320  # pixels: width of the thumbnail saved beside each keyframe

@@ -11,8 +11,11 @@ starts. It finds two kinds of change:
   when those cells changed, not when they settled.
 
 What must not count: a moving pointer, a blinking cursor or a webcam box. A cell that changed
-more than once in the last `video_window` samples is live video and left out until it rests;
-a few settled cells (a pointer come to rest) are below `min_blocks` and absorbed silently.
+more than once in the last `video_window` samples, or in a large share of samples over the
+last half minute (the area a webcam box moves over), is live video and left out until it rests;
+new content must come in clusters of `min_cluster` neighbouring cells, so the few scattered
+cells a resting pointer or a moving box edge leave behind never add up to a slide change
+(they are absorbed silently once they rest).
 
 `KeyframeWriter` saves each detection as a full-resolution JPEG plus a thumbnail in
 `frames/` and appends one JSON line to `frames.jsonl` (append-only: the truth for frames).
@@ -21,6 +24,7 @@ a few settled cells (a pointer come to rest) are below `min_blocks` and absorbed
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -81,6 +85,8 @@ class SlideChangeDetector:
         self._ref: np.ndarray | None = None  # the last saved picture
         self._last_change: np.ndarray | None = None  # per cell: global time it last changed
         self._recent: deque[np.ndarray] = deque(maxlen=self.o.video_window)  # per-sample changed cells
+        self._rate: np.ndarray | None = None  # per cell: long-term share of samples it changed in
+        self._prev_t = 0.0
         self._prev_fraction = 0.0
         self._pending_cut: tuple[float, float] | None = None  # (t, fraction) of a cut out of motion
         self._last_detection = float("-inf")
@@ -90,7 +96,8 @@ class SlideChangeDetector:
         if self._prev is None:
             self._prev, self._ref = image, image.copy()
             self._last_change = np.full(self._grid(image), t)
-            self._last_detection = t
+            self._rate = np.zeros(self._grid(image))
+            self._last_detection = self._prev_t = t
             return Detection(t, 1.0, "start")
         o = self.o
         changed = self._changed_cells(image, self._prev)
@@ -98,6 +105,9 @@ class SlideChangeDetector:
         calm_before = self._prev_fraction < o.cut_fraction / 2
         self._recent.append(changed)
         self._last_change[changed] = t
+        decay = math.exp(-max(t - self._prev_t, 1e-3) / o.video_tau_s)
+        self._rate = self._rate * decay + changed * (1 - decay)
+        self._prev_t = t
         self._prev, self._prev_fraction = image, fraction
 
         # A hard cut: most of the picture changes at once, out of a calm picture (reported at
@@ -117,15 +127,20 @@ class SlideChangeDetector:
             return self._report(*cut)
 
         # A slide change: enough cells settle on content that differs from the saved picture.
-        video = np.sum(self._recent, axis=0) >= o.video_changes
+        video = (np.sum(self._recent, axis=0) >= o.video_changes) | (self._rate >= o.video_rate)
         settled = (t - self._last_change >= o.settle_s) & ~video
         differs = self._changed_cells(image, self._ref) & settled
-        count = int(differs.sum())
+        if not differs.any():
+            return None
+        # New content comes in clusters (a text line, a picture); a resting pointer or the
+        # edge of a moving webcam box leaves small scattered ones.
+        significant = clusters_at_least(differs, o.min_cluster)
+        count = int(significant.sum())
         if count >= o.min_blocks:
             self._ref = image.copy()
-            return self._report(float(np.median(self._last_change[differs])), count / differs.size)
-        if count:  # a few cells: a resting pointer, a short edit; accept them once they rest
-            self._copy_cells(self._ref, image, differs & (t - self._last_change >= o.absorb_s))
+            return self._report(float(np.median(self._last_change[significant])), count / differs.size)
+        # Small changes are accepted silently once they have rested.
+        self._copy_cells(self._ref, image, differs & (t - self._last_change >= o.absorb_s))
         return None
 
     def _report(self, t: float, score: float) -> Detection | None:
@@ -153,6 +168,31 @@ class SlideChangeDetector:
         if cells.any():
             mask = np.repeat(np.repeat(cells, self.o.block, axis=0), self.o.block, axis=1)
             dst[mask] = src[mask]
+
+
+def clusters_at_least(cells: np.ndarray, size: int) -> np.ndarray:
+    """The cells that belong to 8-connected groups of at least `size` cells."""
+    rows, cols = cells.shape
+    seen = np.zeros_like(cells)
+    keep = np.zeros_like(cells)
+    for r0, c0 in zip(*np.nonzero(cells)):
+        if seen[r0, c0]:
+            continue
+        group, stack = [], [(r0, c0)]
+        seen[r0, c0] = True
+        while stack:
+            r, c = stack.pop()
+            group.append((r, c))
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    rr, cc = r + dr, c + dc
+                    if 0 <= rr < rows and 0 <= cc < cols and cells[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = True
+                        stack.append((rr, cc))
+        if len(group) >= size:
+            for r, c in group:
+                keep[r, c] = True
+    return keep
 
 
 def encode_jpeg(frame: av.VideoFrame, width: int | None = None) -> bytes:
