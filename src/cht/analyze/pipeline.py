@@ -8,6 +8,7 @@ publishes what it finds on the bus. Live, a thread polls the growing segments; o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -52,7 +53,6 @@ class Analyzer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pcm_sinks: list[PcmSink] = []
-        self.decoded_until = 0.0  # global seconds analysed so far
 
     # -- live --
 
@@ -78,12 +78,40 @@ class Analyzer:
     # -- offline --
 
     def run(self, progress: Callable[[float], None] | None = None) -> None:
-        """Analyse finished segments as fast as possible."""
-        for segment in self._segments():
-            self._step_segment(segment, final=True)
-            if progress:
-                progress(self.decoded_until)
+        """Analyse finished segments as fast as possible: video and audio in two threads
+        (decoding releases the GIL), each reading the files on its own."""
+        failures: list[BaseException] = []
+        done = [0.0]
+        lock = threading.Lock()
+
+        def report(t: float) -> None:
+            with lock:
+                if progress and t >= done[0] + 1.0:
+                    done[0] = t
+                    progress(t)
+
+        def audio_pass() -> None:
+            try:
+                self._run_kind("audio", report)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures.append(exc)
+
+        audio = threading.Thread(target=audio_pass, name="cht-analyze-audio")
+        audio.start()
+        self._run_kind("video", report)
+        audio.join()
+        if failures:
+            raise failures[0]
         self._waveform.finish()
+
+    def _run_kind(self, kind: str, report: Callable[[float], None]) -> None:
+        for segment in self._segments():
+            decoder = SegmentDecoder(self.session_dir / segment.file, segment.global_start,
+                                     video_fps=self.options.sample_fps, kinds=(kind,))
+            for item in itertools.chain(decoder.poll(), decoder.finish()):  # streamed: memory stays flat
+                self._handle(item)
+                report(item.t)
+            report(segment.global_end)
 
     # -- both --
 
@@ -119,7 +147,6 @@ class Analyzer:
                 self._handle(item)
             self._finished.add(segment.file)
             del self._decoders[segment.file]
-        self.decoded_until = max(self.decoded_until, decoder.decoded_until)
 
     def _handle(self, item: VideoSample | PcmChunk) -> None:
         if isinstance(item, VideoSample):

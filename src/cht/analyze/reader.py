@@ -44,8 +44,10 @@ class PcmChunk:
 class SegmentDecoder:
     """Incrementally decodes one segment file; `poll()` yields what new fragments hold."""
 
-    def __init__(self, path: Path, global_start: float, *, video_fps: float) -> None:
+    def __init__(self, path: Path, global_start: float, *, video_fps: float,
+                 kinds: tuple[str, ...] = ("video", "audio")) -> None:
         self.path = path
+        self.kinds = kinds
         self.global_start = global_start
         self._scan = Fmp4Scan(path)
         self._init: bytes | None = None
@@ -56,7 +58,6 @@ class SegmentDecoder:
         self._video_period = 1.0 / video_fps
         self._next_video_t = float("-inf")
         self._last_video: tuple[float, float] | None = None  # (time, interval) of the last frame
-        self.decoded_until = global_start  # global seconds covered so far
 
     def poll(self) -> Iterator[VideoSample | PcmChunk]:
         scan = self._scan.update()
@@ -89,7 +90,7 @@ class SegmentDecoder:
     def _decode(self, data: bytes) -> Iterator[VideoSample | PcmChunk]:
         with av.open(io.BytesIO(data), format="mp4") as container:
             for packet in container.demux():
-                if packet.size == 0 or packet.stream.type not in ("video", "audio"):
+                if packet.size == 0 or packet.stream.type not in self.kinds:
                     continue
                 ctx, kind, time_base = self._decoder_for(packet.stream)
                 for frame in ctx.decode(packet):
@@ -132,7 +133,6 @@ class SegmentDecoder:
         t = self.global_start + float(frame.pts * time_base)
         if kind == "video":
             self._check_continuity(t)
-            self.decoded_until = max(self.decoded_until, t)
             if t + 1e-6 >= self._next_video_t:
                 self._next_video_t = t + self._video_period
                 yield VideoSample(t, frame)
@@ -144,4 +144,3 @@ class SegmentDecoder:
             samples = out.to_ndarray().reshape(-1)
             yield PcmChunk(self._audio_next, samples)
             self._audio_next += len(samples) / PCM_RATE
-            self.decoded_until = max(self.decoded_until, self._audio_next)
