@@ -149,6 +149,10 @@ def test_capture_now_over_the_control_channel(cht: Cht):
     assert not (root / "control.sock").exists()
     refused = cht.run("capture", "cap")
     assert refused.returncode == 2 and "no running recording" in refused.stderr
+    # Re-analysis replaces what analysis derived, never the user's own captures.
+    assert cht.run("analyze", "cap").returncode == 0
+    again = [f for f in read_frames(root) if f.kind == "manual"]
+    assert again == manual and (root / manual[0].file).exists() and (root / manual[0].thumb).exists()
 
 
 def test_a_corrupt_fragment_is_skipped_with_a_warning(tmp_path, caplog):

@@ -34,6 +34,7 @@ class RecordingView:
         self.segment = 0
         self.bytes = 0
         self.restarts = 0
+        self.keyframes = 0
         self.state = "starting"
         self._live: Live | None = None
 
@@ -62,6 +63,9 @@ class RecordingView:
             case ev.RecorderRestarted():
                 self.restarts = event.restarts
                 self.console.print(f"[yellow]recorder restarted[/] into segment {event.index}: {event.reason}")
+            case ev.SceneDetected():
+                self.keyframes += 1
+                self.console.print(f"keyframe ({event.kind}) at {fmt_time(event.t)}")
             case ev.Warning():
                 self.console.print(f"[yellow]warning:[/] {event.message}")
             case ev.DurationChanged():
@@ -79,6 +83,6 @@ class RecordingView:
         elapsed = time.monotonic() - self.started
         return Text(
             f"● {self.state}  elapsed {fmt_time(elapsed)}  media {fmt_time(self.duration)}  "
-            f"segment {self.segment}  {fmt_bytes(self.bytes)}  restarts {self.restarts}",
+            f"segment {self.segment}  {fmt_bytes(self.bytes)}  restarts {self.restarts}  keyframes {self.keyframes}",
             style="bold red" if self.state == "recording" else "",
         )
