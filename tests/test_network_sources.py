@@ -4,6 +4,7 @@ listener that a real ffmpeg client pushes MPEG-TS to, twice, with an outage betw
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import signal
 import socket
@@ -72,3 +73,29 @@ def test_tcp_listener_reconnect_is_a_gap_of_the_outage(cht: Cht, tmp_path):
     assert gap["end"] - gap["start"] == pytest.approx(outage, abs=1.0)
     for seg in segs:
         decode_fully(cht.session_dir("push") / seg["file"])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("protocol", ["rtmp", "srt"])
+def test_pushed_rtmp_and_srt_streams_are_recorded(cht: Cht, tmp_path, protocol):
+    src = make_media(tmp_path / "obs.mp4", 8)
+    if protocol == "rtmp":
+        url, muxer = f"rtmp://127.0.0.1:{free_port()}/live/s3cret-key", "flv"
+    else:
+        url, muxer = f"srt://127.0.0.1:{free_udp_port()}", "mpegts"
+    proc = cht.start("record", "--no-analyze", "--session", protocol, url)
+    time.sleep(1.5)
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-i", str(src), "-t", "4",
+                    "-c", "copy", "-f", muxer, url], check=True, timeout=30)
+    time.sleep(1.5)
+    code, out, err = Cht.stop(proc, signal.SIGINT)
+    assert code == 0, err
+    manifest = cht.manifest(protocol)
+    assert len(manifest["segments"]) == 1 and manifest["duration"] >= 2.5
+    assert "s3cret" not in json.dumps(manifest) and "s3cret" not in out + err
+    decode_fully(cht.session_dir(protocol) / manifest["segments"][0]["file"])

@@ -21,7 +21,7 @@ from cht.config import RecordOptions, SceneOptions, default_data_dir, parse_dura
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
-from cht.lifecycle import Lifecycle
+from cht.lifecycle import Lifecycle, source_label
 from cht.record.sources import HELP as SOURCE_HELP
 from cht.record.sources import parse_source
 from cht.session import Session, check_id, list_sessions
@@ -91,7 +91,7 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if source.kind == "listen":
-        err.print(f"waiting for a stream on {source_spec.split('?')[0]} (Ctrl-C to give up)")
+        err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
     with RecordingView(err) as view:
         bus.subscribe(view)
         lifecycle.start()
