@@ -64,6 +64,8 @@ def test_bad_values(cht: Cht):
     assert_one_line_error(cht.run("record", "demo", "--session", "../../etc"), "not a valid session id")
     assert_one_line_error(cht.run("info", "no-such-session"), "no session")
     assert_one_line_error(cht.run("rebuild", "a/b"), "not a valid session id")
+    assert_one_line_error(cht.run("record", "demo", "--append"), "--session")
+    assert_one_line_error(cht.run("record", "demo", "--min-free", "lots"), "not a size")
     assert cht.sessions() == []
 
 

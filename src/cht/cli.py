@@ -56,12 +56,11 @@ def main_options(
 
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
             max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s") -> int:
-    try:
-        options = RecordOptions(fast=fast, max_segment_s=parse_duration(max_segment),
-                                min_free_bytes=parse_size(min_free))
-        scene_options = SceneOptions(min_scene_s=parse_duration(min_scene))
-    except ValueError as exc:
-        raise SessionError(str(exc)) from None
+    options = RecordOptions(fast=fast, max_segment_s=_parsed(parse_duration, max_segment),
+                            min_free_bytes=_parsed(parse_size, min_free))
+    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
+    if append and session_id is None:
+        raise SessionError("--append continues a session: name it with --session ID")
     source = parse_source(source_spec)
     data_dir = State.data_dir
     append_to = None
@@ -102,6 +101,14 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
     return 0 if manifest.state == "stopped" and not manifest.reason.startswith("disk full") else EXIT_ABNORMAL_END
+
+
+def _parsed(parse, text: str):
+    """A flag's value parsed, or a one-line user error."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
 
 
 def _check_free_space(data_dir: Path, min_free: int) -> None:
@@ -181,6 +188,8 @@ def info(session_id: str = typer.Argument(..., metavar="ID")) -> None:
 @app.command(help="Re-derive a session's manifest.json from its segment files.")
 def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
     session = Session.open(State.data_dir, session_id)
+    if session.is_recording():
+        raise SessionError(f"session {session_id} is recording: its manifest is kept live; rebuild it after it stops")
     manifest = session.rebuild()
     out.print(f"rebuilt {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)}, {len(manifest.gaps)} gap(s)")
@@ -191,10 +200,7 @@ def analyze(
     session_id: str = typer.Argument(..., metavar="ID"),
     min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
 ) -> None:
-    try:
-        scene_options = SceneOptions(min_scene_s=parse_duration(min_scene))
-    except ValueError as exc:
-        raise SessionError(str(exc)) from None
+    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
     session = Session.open(State.data_dir, session_id)
     if session.is_recording():
         raise SessionError(f"session {session_id} is still recording: its analysis is running live")
