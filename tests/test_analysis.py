@@ -144,6 +144,8 @@ def test_capture_now_over_the_control_channel(cht: Cht):
     assert "captured cap" in result.stdout
     manual = [f for f in read_frames(root) if f.kind == "manual"]
     assert len(manual) == 1 and (root / manual[0].file).exists()
+    busy = cht.run("rebuild", "cap")
+    assert busy.returncode == 2 and "is recording" in busy.stderr
     code, out, err = Cht.stop(proc)
     assert code == 0, err
     assert not (root / "control.sock").exists()
