@@ -154,10 +154,6 @@ class Lifecycle:
         return self._finished.wait(timeout)
 
     @property
-    def finished(self) -> bool:
-        return self._finished.is_set()
-
-    @property
     def recorder_pid(self) -> int | None:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None

@@ -117,16 +117,18 @@ class SegmentDecoder:
         return entry
 
     def _check_continuity(self, t: float) -> None:
-        """Warn about video that is missing inside a segment (a fragment that did not decode)."""
-        if self._last_video is not None:
-            last, interval = self._last_video
-            step = t - last
-            if interval > 0 and step > max(0.2, 4 * interval):
-                log.warning("%s: no decodable video from %.3f to %.3f s (global): a corrupt fragment was skipped",
-                            self.path.name, last, t)
-            self._last_video = (t, step if 0 < step <= 4 * interval or interval == 0 else interval)
-        else:
+        """Warn about video missing inside a segment (a fragment that did not decode)."""
+        if self._last_video is None:
             self._last_video = (t, 0.0)
+            return
+        last, spacing = self._last_video
+        step = t - last
+        if spacing and step > max(0.2, 4 * spacing):
+            log.warning("%s: no decodable video from %.3f to %.3f s (global): a corrupt fragment was skipped",
+                        self.path.name, last, t)
+        else:
+            spacing = step  # the usual distance between frames
+        self._last_video = (t, spacing)
 
     def _emit(self, frame, kind: str, time_base) -> Iterator[VideoSample | PcmChunk]:
         if frame.pts is None:

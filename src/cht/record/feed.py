@@ -31,7 +31,6 @@ class PipeFeed:
         self._thread: threading.Thread | None = None
         self._offset = 0  # bytes read so far, to hand a new sink whole TS packets only
         self._skip = 0
-        self.bytes_fed = 0
 
     def start(self) -> None:
         with open(self._log_path, "ab") as log_file:
@@ -89,7 +88,6 @@ class PipeFeed:
             try:
                 sink.write(chunk[skip:])
                 sink.flush()
-                self.bytes_fed += len(chunk) - skip
             except (BrokenPipeError, ValueError, OSError):
                 with self._lock:
                     if self._sink is sink:
