@@ -82,7 +82,7 @@ class RecordingView:
     def _status(self) -> Text:
         elapsed = time.monotonic() - self.started
         return Text(
-            f"● {self.state} {fmt_time(elapsed)} · media {fmt_time(self.duration)} · segment {self.segment} · "
-            f"{fmt_bytes(self.bytes)} · restarts {self.restarts} · keyframes {self.keyframes}",
+            f"● {self.state} {fmt_time(elapsed)} · media {fmt_time(self.duration)} · seg {self.segment} · "
+            f"{fmt_bytes(self.bytes)} · restarts {self.restarts} · frames {self.keyframes}",
             style="bold red" if self.state == "recording" else "",
         )
