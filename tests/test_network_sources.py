@@ -73,6 +73,11 @@ def test_tcp_listener_reconnect_is_a_gap_of_the_outage(cht: Cht, tmp_path):
     assert gap["end"] - gap["start"] == pytest.approx(outage, abs=1.0)
     for seg in segs:
         decode_fully(cht.session_dir("push") / seg["file"])
+    # The wall-clock placing of live runs survives a rebuild from the files alone.
+    (cht.session_dir("push") / "manifest.json").unlink()
+    assert cht.run("rebuild", "push").returncode == 0
+    rebuilt = cht.manifest("push")
+    assert (rebuilt["segments"], rebuilt["gaps"]) == (manifest["segments"], manifest["gaps"])
 
 
 def free_udp_port() -> int:
