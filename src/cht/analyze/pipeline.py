@@ -18,6 +18,7 @@ from typing import Callable
 
 from cht import events as ev
 from cht.analyze.audio import Waveform
+from cht.analyze.parallel import detect_in_parallel
 from cht.analyze.reader import PcmChunk, SegmentDecoder, VideoSample
 from cht.analyze.scenes import Detection, FrameRecord, KeyframeWriter, SlideChangeDetector, grey, read_frames
 from cht.config import SceneOptions
@@ -43,6 +44,7 @@ class Analyzer:
         self.bus = bus
         self._segments = segments
         self._poll_s = poll_s
+        self._out_dir = out_dir
         self._detector = SlideChangeDetector(self.options)
         self._writer = KeyframeWriter(out_dir, self.options)
         self._waveform = Waveform(out_dir / "audio")
@@ -78,8 +80,8 @@ class Analyzer:
     # -- offline --
 
     def run(self, progress: Callable[[float], None] | None = None) -> None:
-        """Analyse finished segments as fast as possible: video and audio in two threads
-        (decoding releases the GIL), each reading the files on its own."""
+        """Analyse finished segments as fast as possible: audio in a thread of its own,
+        video in one process per core when the session is long enough (`parallel`)."""
         failures: list[BaseException] = []
         done = [0.0]
         lock = threading.Lock()
@@ -98,7 +100,13 @@ class Analyzer:
 
         audio = threading.Thread(target=audio_pass, name="cht-analyze-audio")
         audio.start()
-        self._run_kind("video", report)
+        segments = self._segments()
+        records = detect_in_parallel(self.session_dir, self._out_dir, segments, self.options)
+        if records is None:
+            self._run_kind("video", report)
+        else:
+            for record in records:
+                self._publish_frame(self._writer.append(record))
         audio.join()
         if failures:
             raise failures[0]

@@ -41,6 +41,24 @@ class PcmChunk:
     samples: np.ndarray  # int16, mono, PCM_RATE
 
 
+def open_decoder(stream) -> av.CodecContext:
+    """A decoder of its own for a demuxed stream, set up the way analysis needs it."""
+    template = stream.codec_context
+    ctx = av.CodecContext.create(template.name, "r")
+    ctx.extradata = template.extradata
+    ctx.thread_count = 1  # analysis must stay light beside the recorder
+    if stream.type == "video":
+        # Only a few frames a second are looked at: skip the pictures no other picture refers
+        # to (B-frames), the deblocking filter and exactness the eye cannot see; this halves
+        # the decoding.
+        ctx.skip_frame = "NONREF"
+        ctx.options = {"skip_loop_filter": "all", "flags2": "+fast"}
+    if stream.type == "audio":
+        ctx.sample_rate = template.sample_rate
+        ctx.layout = template.layout
+    return ctx
+
+
 class SegmentDecoder:
     """Incrementally decodes one segment file; `poll()` yields what new fragments hold."""
 
@@ -99,20 +117,7 @@ class SegmentDecoder:
     def _decoder_for(self, stream) -> tuple[av.CodecContext, str, object]:
         entry = self._decoders.get(stream.index)
         if entry is None:
-            template = stream.codec_context
-            ctx = av.CodecContext.create(template.name, "r")
-            ctx.extradata = template.extradata
-            ctx.thread_count = 1  # analysis must stay light beside the recorder
-            if stream.type == "video":
-                # Only a few frames a second are looked at: skip the pictures no other picture
-                # refers to (B-frames), the deblocking filter and exactness the eye cannot see;
-                # this halves the decoding.
-                ctx.skip_frame = "NONREF"
-                ctx.options = {"skip_loop_filter": "all", "flags2": "+fast"}
-            if stream.type == "audio":
-                ctx.sample_rate = template.sample_rate
-                ctx.layout = template.layout
-            entry = (ctx, stream.type, stream.time_base)
+            entry = (open_decoder(stream), stream.type, stream.time_base)
             self._decoders[stream.index] = entry
         return entry
 

@@ -219,6 +219,10 @@ class KeyframeWriter:
         self.frames_dir.mkdir(exist_ok=True)
 
     def save(self, frame: av.VideoFrame, detection: Detection) -> FrameRecord:
+        return self.append(self.pictures(frame, detection))
+
+    def pictures(self, frame: av.VideoFrame, detection: Detection) -> FrameRecord:
+        """Write the keyframe and its thumbnail; the record is not logged yet."""
         stem = f"{detection.t:010.3f}"
         if detection.kind == "manual":
             stem += "-manual"
@@ -226,13 +230,16 @@ class KeyframeWriter:
         thumb = self.frames_dir / f"{stem}.thumb.jpg"
         full.write_bytes(encode_jpeg(frame))
         thumb.write_bytes(encode_jpeg(frame, min(self.thumb_width, frame.width)))
-        record = FrameRecord(
+        return FrameRecord(
             t=round(detection.t, 3),
             file=str(full.relative_to(self.root)),
             thumb=str(thumb.relative_to(self.root)),
             score=detection.score,
             kind=detection.kind,
         )
+
+    def append(self, record: FrameRecord) -> FrameRecord:
+        """Log a record in frames.jsonl (append, flush, fsync)."""
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(record.to_json() + "\n")
             f.flush()
