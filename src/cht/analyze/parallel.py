@@ -11,6 +11,7 @@ parent logs the records in time order.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,8 @@ from cht.analyze.reader import open_decoder
 from cht.analyze.scenes import FrameRecord, KeyframeWriter, SlideChangeDetector, grey
 from cht.config import SceneOptions
 from cht.session import Segment
+
+log = logging.getLogger("cht.analyze")
 
 WARM_UP_S = 10.0  # seconds decoded before a slice so the detector starts informed
 TAIL_S = 5.0  # seconds decoded after a slice so late-settling changes are confirmed
@@ -93,7 +96,14 @@ def detect_slice(work: Slice, out_dir: str, options: SceneOptions) -> list[Frame
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                for frame in decoder.decode(packet):
+                try:
+                    frames = decoder.decode(packet)
+                except av.FFmpegError:  # a corrupt fragment: go on at the next keyframe
+                    log.warning("%s: skipped a packet that does not decode", Path(piece.path).name)
+                    continue
+                for frame in frames:
+                    if frame.pts is None:
+                        continue
                     local = float(frame.pts * stream.time_base)
                     if local > piece.end:
                         done = True
