@@ -2,8 +2,9 @@
 
 One `Analyzer` decodes each segment once (`reader`), hands video samples to the scene
 detector and PCM to the waveform (and to any other PCM sink, such as a transcriber), and
-publishes what it finds on the bus. Live, a thread polls the growing segments; offline,
-`run()` reads the finished ones as fast as they decode. Both are the same `step()`.
+publishes what it finds on the bus. Live, a thread polls the growing segments (`step()`);
+offline, `run()` reads the finished ones as fast as they decode: audio through the same
+decoder in a thread, video split across processes (`parallel`) when the session is long.
 """
 
 from __future__ import annotations

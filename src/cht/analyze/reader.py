@@ -96,7 +96,7 @@ class SegmentDecoder:
 
     def finish(self) -> Iterator[VideoSample | PcmChunk]:
         """Drain the decoders at the end of the segment."""
-        for index, (ctx, kind, time_base) in list(self._decoders.items()):
+        for ctx, kind, time_base in list(self._decoders.values()):
             try:
                 frames = ctx.decode(None)
             except av.FFmpegError:
