@@ -90,6 +90,19 @@ class WaveformUpdated(Event):
 
 
 @dataclass
+class TranscriptSegments(Event):
+    lines: list[dict]  # TranscriptLine fields: chunk, start, end, text, words, span, final
+    final: bool  # False: a provisional hypothesis for a chunk still being spoken
+
+
+@dataclass
+class TranscriptLag(Event):
+    lag_s: float  # audio received but not yet final text, seconds
+    queued_s: float  # of which closed chunks waiting for the model
+    draining: bool  # the recording has stopped; the rest is being transcribed
+
+
+@dataclass
 class Warning(Event):  # noqa: A001 - a session warning, shown to the user
     message: str
 

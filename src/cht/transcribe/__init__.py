@@ -1,0 +1,1 @@
+"""Live speech-to-text: VAD-bounded chunks, one worker, words on the global clock."""

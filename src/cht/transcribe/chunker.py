@@ -1,0 +1,192 @@
+"""Cut a stream of PCM into chunks that end in silence, each knowing its global times.
+
+Audio arrives in pieces stamped with global time. The chunker concatenates them and keeps
+*marks* (sample offset -> global time) wherever the stamps jump, so a chunk that spans a
+segment boundary still maps every word to the right global time. A chunk ends:
+- in a pause (VAD) once it holds `min_s` of audio,
+- at its quietest point once it reaches `max_s`,
+- at a gap in the recording (an outage), where the next audio is unrelated: a word cut by
+  the outage must not be glued to the first word after it,
+- when flushed (stop, end of source).
+Stretches without speech become silent chunks that are never sent to the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cht.transcribe.vad import WINDOW, StreamingVad
+
+RATE = 16_000
+WINDOW_S = WINDOW / RATE
+SPEECH_P = 0.5  # VAD probability above which a window is speech
+SILENCE_P = 0.35  # ... below which it is silence (hysteresis between the two)
+MIN_SPEECH_S = 0.2  # less speech than this in a chunk is a click, not a word
+LEAD_IN_S = 0.3  # silence kept before speech: onsets are soft
+TAIL_S = 0.2  # silence kept after the last speech in a chunk
+JUMP_S = 0.02  # a stamp this far from the expected time gets a mark of its own
+GAP_S = 0.5  # a jump this long is an outage: the chunk ends there
+
+
+@dataclass
+class Chunk:
+    id: int
+    audio: np.ndarray  # float32 PCM, RATE
+    marks: list[tuple[int, float]]  # (sample offset, global seconds), first at offset 0
+    speech: bool
+    provisional: bool = False
+
+    def to_global(self, seconds: float) -> float:
+        """Global time of a point `seconds` into the chunk's audio."""
+        offset = seconds * RATE
+        base_offset, base_t = self.marks[0]
+        for mark_offset, mark_t in self.marks[1:]:
+            if mark_offset > offset:
+                break
+            base_offset, base_t = mark_offset, mark_t
+        return base_t + (offset - base_offset) / RATE
+
+    @property
+    def start(self) -> float:
+        return self.marks[0][1]
+
+    @property
+    def end(self) -> float:
+        return self.to_global(len(self.audio) / RATE)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / RATE
+
+
+@dataclass
+class ChunkPolicy:
+    min_s: float = 2.5  # TRANSCRIBE_MIN_CHUNK_S: a pause ends a chunk only after this much audio
+    max_s: float = 15.0  # a chunk never grows longer: it is cut at its quietest point
+    pause_s: float = 0.35  # silence that counts as a pause between phrases
+
+
+@dataclass
+class Chunker:
+    policy: ChunkPolicy = field(default_factory=ChunkPolicy)
+    first_id: int = 0
+
+    def __post_init__(self) -> None:
+        self._vad = StreamingVad()
+        self._ids = itertools.count(self.first_id)
+        self._new_buffer()
+
+    def _new_buffer(self, keep: np.ndarray | None = None, marks=None, probs=None) -> None:
+        self._audio: list[np.ndarray] = [] if keep is None or not len(keep) else [keep]
+        self._length = 0 if keep is None else len(keep)
+        self._marks: list[tuple[int, float]] = marks or []
+        self._probs: list[float] = list(probs) if probs is not None else []
+        self._id = next(self._ids)
+
+    @property
+    def received_end(self) -> float | None:
+        """Global time just after the last sample fed."""
+        if not self._marks:
+            return None
+        offset, t = self._marks[-1]
+        return t + (self._length - offset) / RATE
+
+    def feed(self, t: float, samples: np.ndarray) -> list[Chunk]:
+        """Add int16 (or float32) PCM starting at global time `t`; return the chunks it closes."""
+        audio = samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
+        closed: list[Chunk] = []
+        expected = self.received_end
+        if expected is not None and abs(t - expected) > GAP_S:
+            closed += self.flush()
+            self._vad.reset()
+            expected = None
+        if expected is None or abs(t - expected) > JUMP_S:
+            self._marks.append((self._length, t))
+        self._audio.append(audio)
+        self._length += len(audio)
+        self._probs.extend(self._vad.feed(audio).tolist())
+        while (chunk := self._cut()) is not None:
+            closed.append(chunk)
+        return closed
+
+    def flush(self) -> list[Chunk]:
+        """Close whatever is buffered (stop, end of source, an outage)."""
+        if not self._length:
+            return []
+        chunk = self._take(self._length)
+        self._vad.reset()
+        self._probs = []
+        return [chunk]
+
+    def running(self) -> Chunk | None:
+        """A copy of the chunk being gathered, if it holds speech (for a provisional text)."""
+        if not self._length or not self._has_speech(self._probs):
+            return None
+        return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, provisional=True)
+
+    # -- where to cut --
+
+    def _cut(self) -> Chunk | None:
+        probs = self._probs
+        n = len(probs)
+        if not n:
+            return None
+        seconds = n * WINDOW_S
+        lead_in = round(LEAD_IN_S / WINDOW_S)
+        if not self._has_speech(probs):
+            if seconds >= self.policy.min_s + LEAD_IN_S + 1.0:  # a stretch of silence: set it aside
+                return self._take((n - lead_in) * WINDOW)
+            return None
+        pause = self._first_pause(probs)
+        if pause is not None:
+            return self._take(pause * WINDOW)
+        if seconds >= self.policy.max_s:
+            return self._take(self._quietest(probs) * WINDOW)
+        return None
+
+    def _first_pause(self, probs: list[float]) -> int | None:
+        """The window to cut at in the first pause after speech that leaves `min_s` of audio
+        before the cut: `TAIL_S` into the pause. A pause is `pause_s` without speech, in the
+        middle of the new audio or at its end (audio arrives a fragment at a time)."""
+        need = round(self.policy.pause_s / WINDOW_S)
+        tail = round(TAIL_S / WINDOW_S)
+        spoken = quiet_from = None
+        for i, p in enumerate(probs):
+            if p >= SILENCE_P:
+                if p >= SPEECH_P:
+                    spoken = True
+                quiet_from = None
+                continue
+            if quiet_from is None:
+                quiet_from = i
+            if spoken and i + 1 - quiet_from >= need:
+                cut = quiet_from + tail
+                if cut * WINDOW_S >= self.policy.min_s:
+                    return cut
+        return None
+
+    @staticmethod
+    def _has_speech(probs: list[float]) -> bool:
+        return sum(p >= SPEECH_P for p in probs) * WINDOW_S >= MIN_SPEECH_S
+
+    @staticmethod
+    def _quietest(probs: list[float]) -> int:
+        """The window in the second half where a short running mean of speech is lowest."""
+        smooth = np.convolve(np.asarray(probs), np.ones(5) / 5, mode="same")
+        half = len(probs) // 2
+        return half + int(np.argmin(smooth[half:]))
+
+    def _take(self, samples: int) -> Chunk:
+        """Split the buffer at `samples`: the part before becomes a chunk, the rest stays."""
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        head, rest = audio[:samples], audio[samples:]
+        head_marks = [(o, t) for o, t in self._marks if o < samples] or [(0, self._marks[0][1])]
+        chunk = Chunk(self._id, head, head_marks, self._has_speech(self._probs[: samples // WINDOW]))
+        rest_marks = [(o - samples, t) for o, t in self._marks if o >= samples]
+        if len(rest) and (not rest_marks or rest_marks[0][0] > 0):
+            rest_marks.insert(0, (0, chunk.to_global(samples / RATE)))
+        self._new_buffer(rest, rest_marks, self._probs[samples // WINDOW:])
+        return chunk

@@ -1,0 +1,127 @@
+"""The transcript on disk: `transcript.jsonl` (append-only, the truth) and the derived
+`transcript/index.json`.
+
+One line per chunk: its words with global times and the audio span it covers (`span`), so
+what has been transcribed — and what is still missing after a crash or an interrupted stop —
+can always be read back from the file itself. Stretches without speech are lines without
+words: they record that the audio was listened to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cht.session import atomic_write_json
+
+log = logging.getLogger("cht.transcribe")
+
+TRANSCRIPT = "transcript.jsonl"
+INDEX = "transcript/index.json"
+INDEX_VERSION = 1
+SLIVER_S = 0.1  # uncovered audio shorter than this is rounding, not missing
+
+
+@dataclass
+class TranscriptLine:
+    chunk: int
+    start: float  # global seconds: first word (or the span, without words)
+    end: float
+    text: str
+    words: list[dict] = field(default_factory=list)  # {start, end, word, p}
+    span: list[float] = field(default_factory=list)  # [from, to]: the audio this chunk covers
+    final: bool = True  # False: a hypothesis for a chunk still being spoken (events only)
+    language: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TranscriptLine":
+        return cls(int(data["chunk"]), float(data["start"]), float(data["end"]), str(data["text"]),
+                   list(data.get("words") or []), [float(x) for x in data.get("span") or []],
+                   bool(data.get("final", True)), str(data.get("language", "")))
+
+
+class TranscriptStore:
+    def __init__(self, root: Path, name: str = TRANSCRIPT) -> None:
+        self.root = root
+        self.path = root / name
+
+    def append(self, line: TranscriptLine) -> None:
+        """Append one final line and make it durable before anyone is told about it."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[TranscriptLine]:
+        return read_lines(self.path)
+
+    def write_index(self, lines: list[TranscriptLine], pending: list[tuple[float, float]]) -> None:
+        spoken = [line for line in lines if line.text]
+        (self.root / INDEX).parent.mkdir(exist_ok=True)
+        atomic_write_json(self.root / INDEX, {
+            "version": INDEX_VERSION,
+            "complete": not pending,
+            "pending": [[round(a, 3), round(b, 3)] for a, b in pending],
+            "chunks": len(lines),
+            "words": sum(len(line.words) or len(line.text.split()) for line in spoken),
+            "lines": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text}
+                      for line in sorted(spoken, key=lambda x: x.start)],
+        })
+
+
+def read_lines(path: Path) -> list[TranscriptLine]:
+    """Every readable final line; a torn last line (a kill mid-append) is ignored with a warning."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines: list[TranscriptLine] = []
+    rows = raw.split(b"\n")
+    for number, row in enumerate(rows, 1):
+        if not row.strip():
+            continue
+        try:
+            line = TranscriptLine.from_dict(json.loads(row))
+        except (ValueError, KeyError, TypeError):
+            where = "its last line is cut short" if number == len(rows) else f"line {number} is unreadable"
+            log.warning("%s: %s; ignored", path.name, where)
+            continue
+        if line.final:
+            lines.append(line)
+    return lines
+
+
+def merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1] + SLIVER_S:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def covered(lines: list[TranscriptLine]) -> list[tuple[float, float]]:
+    return merge([(line.span[0], line.span[1]) for line in lines if len(line.span) == 2])
+
+
+def missing(media: list[tuple[float, float]], done: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Stretches of recorded media (global spans) not yet covered by the transcript."""
+    out: list[tuple[float, float]] = []
+    for a, b in media:
+        cursor = a
+        for c, d in done:
+            if d <= cursor or c >= b:
+                continue
+            if c - cursor > SLIVER_S:
+                out.append((cursor, c))
+            cursor = max(cursor, d)
+        if b - cursor > SLIVER_S:
+            out.append((cursor, b))
+    return out
