@@ -17,7 +17,8 @@ from rich.table import Table
 
 from cht import events as ev
 from cht.analyze.pipeline import analyze_offline
-from cht.config import RecordOptions, SceneOptions, default_data_dir, parse_duration, parse_size
+from cht.config import (RecordOptions, SceneOptions, default_cache_dir, default_data_dir, parse_duration,
+                        parse_size)
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
@@ -54,8 +55,17 @@ def main_options(
         State.data_dir = data_dir.expanduser()
 
 
+def _load_speech(model: Path | None, language: str | None):
+    """The speech model, loaded before anything is recorded: a missing model fails fast."""
+    from cht.transcribe.model import SpeechModel, check_model_dir, default_model_dir
+
+    model_dir = check_model_dir(model) if model is not None else default_model_dir(default_cache_dir())
+    return SpeechModel(model_dir, language=language)
+
+
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
-            max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s") -> int:
+            max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s",
+            transcribe: bool = True, model: Path | None = None, language: str | None = None) -> int:
     options = RecordOptions(fast=fast, max_segment_s=_parsed(parse_duration, max_segment),
                             min_free_bytes=_parsed(parse_size, min_free))
     scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
@@ -78,11 +88,12 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
                 )
             append_to = session.rebuild()
     _check_free_space(data_dir, options.min_free_bytes)
+    speech = _load_speech(model, language) if transcribe and analyze else None
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
     lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
-                          analyze=analyze, scene_options=scene_options)
+                          analyze=analyze, scene_options=scene_options, speech=speech)
 
     def on_signal(signum, _frame):
         lifecycle.request_stop()
@@ -135,19 +146,24 @@ def record(
     min_free: str = typer.Option("64M", "--min-free", help="Stop cleanly when the data dir has less free space."),
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, no waveform."),
     min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+    no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript (`cht transcribe` later)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
 ) -> None:
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
-                             min_scene=min_scene))
+                             min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
 def demo(
     session_id: Optional[str] = typer.Option(None, "--session", help="Name the session."),
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long."),
+    no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript."),
 ) -> None:
     raise typer.Exit(_record("demo", session_id=session_id, append=False, fast=False,
-                             max_segment=max_segment, min_free="64M"))
+                             max_segment=max_segment, min_free="64M", transcribe=not no_transcribe,
+                             language="en"))
 
 
 @app.command(help="List the sessions in the data dir.")
@@ -215,6 +231,39 @@ def analyze(
         )
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
     out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")
+
+
+@app.command(help="Transcribe what a finished session's transcript is missing (or all of it again, --all).")
+def transcribe(
+    session_id: str = typer.Argument(..., metavar="ID"),
+    redo: bool = typer.Option(False, "--all", help="Transcribe the whole session again, replacing the transcript."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
+) -> None:
+    from cht.transcribe.offline import pending, transcribe_session
+
+    session = Session.open(State.data_dir, session_id)
+    if session.is_recording():
+        raise SessionError(f"session {session_id} is still recording: its transcript is growing live")
+    manifest = session.current_manifest()
+    todo = manifest.duration if redo else sum(b - a for a, b in pending(session.root, manifest))
+    if todo <= 0:
+        out.print(f"{session.id}: the transcript covers the whole session (--all transcribes it again)")
+        return
+    speech = _load_speech(model, language)
+    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.fields[at]}"), TimeRemainingColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("transcribe", total=max(manifest.duration, 0.001), at="")
+        left = transcribe_session(
+            session.root, manifest, speech, redo=redo,
+            progress=lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(manifest.duration)}"),
+        )
+    from cht.transcribe.store import read_lines
+
+    lines = [line for line in read_lines(session.root / "transcript.jsonl") if line.text]
+    words = sum(len(line.words) for line in lines)
+    out.print(f"transcribed {session.id}: {len(lines)} line(s), {words} word(s)"
+              + (f"; {sum(b - a for a, b in left):.0f} s still missing" if left else ""))
 
 
 @app.command(help="Save the picture a running recording shows now as a keyframe.")

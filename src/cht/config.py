@@ -9,6 +9,7 @@ from pathlib import Path
 import platformdirs
 
 DATA_DIR_ENV = "CHT_DATA_DIR"
+CACHE_DIR_ENV = "CHT_CACHE_DIR"
 
 
 def default_data_dir() -> Path:
@@ -17,6 +18,15 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(platformdirs.user_data_dir("cht", appauthor=False))
+
+
+def default_cache_dir() -> Path:
+    """Where the joined speech model lives: $CHT_CACHE_DIR, else the per-user cache dir
+    (shared by every data dir, and safe to delete)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("cht", appauthor=False))
 
 
 @dataclass

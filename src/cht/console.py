@@ -35,6 +35,8 @@ class RecordingView:
         self.bytes = 0
         self.restarts = 0
         self.keyframes = 0
+        self.lag = 0.0
+        self.draining = False
         self.state = "starting"
         self._live: Live | None = None
 
@@ -66,6 +68,15 @@ class RecordingView:
             case ev.SceneDetected():
                 self.keyframes += 1
                 self.console.print(f"keyframe ({event.kind}) at {fmt_time(event.t)}")
+            case ev.TranscriptSegments(final=True):
+                for line in event.lines:
+                    self.console.print(f"[dim]{fmt_time(line['start'])}[/] {line['text']}", markup=True)
+            case ev.TranscriptLag():
+                self.lag = event.lag_s
+                if event.draining and not self.draining and event.lag_s >= 1:
+                    self.draining = True
+                    self.console.print(f"transcribing the last {event.lag_s:.0f} s "
+                                       "(Ctrl-C again to leave it for `cht transcribe`)")
             case ev.Warning():
                 self.console.print(f"[yellow]warning:[/] {event.message}")
             case ev.DurationChanged():
@@ -83,6 +94,7 @@ class RecordingView:
         elapsed = time.monotonic() - self.started
         return Text(
             f"● {self.state} {fmt_time(elapsed)} · media {fmt_time(self.duration)} · seg {self.segment} · "
-            f"{fmt_bytes(self.bytes)} · restarts {self.restarts} · frames {self.keyframes}",
+            f"{fmt_bytes(self.bytes)} · restarts {self.restarts} · frames {self.keyframes} · "
+            f"transcript lag {self.lag:.0f} s",
             style="bold red" if self.state == "recording" else "",
         )

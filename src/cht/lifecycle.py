@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cht import events as ev
 from cht.analyze.pipeline import Analyzer, clear_derived
@@ -47,6 +48,10 @@ from cht.session import (
     segment_facts,
     segment_index,
 )
+
+if TYPE_CHECKING:
+    from cht.transcribe.model import SpeechModel
+    from cht.transcribe.worker import Transcriber
 
 log = logging.getLogger("cht.lifecycle")
 
@@ -77,6 +82,7 @@ class Lifecycle:
         append_to: Manifest | None = None,
         analyze: bool = True,
         scene_options: SceneOptions | None = None,
+        speech: SpeechModel | None = None,
     ) -> None:
         self.session = session
         self.source = source
@@ -86,7 +92,9 @@ class Lifecycle:
         self._append_to = append_to
         self._analyze = analyze
         self._scene_options = scene_options
+        self._speech = speech
         self.analyzer: Analyzer | None = None
+        self.transcriber: Transcriber | None = None
         self._control = ControlServer(session.control_path, {"status": self._status, "capture": self._capture})
         self._tracker = SegmentTracker(session.segments_dir)
         self._feed: PipeFeed | None = None
@@ -134,7 +142,10 @@ class Lifecycle:
         self._thread.start()
 
     def request_stop(self) -> None:
-        """Ask for a stop from a signal handler; `stop()` then does the work."""
+        """Ask for a stop from a signal handler; `stop()` then does the work. Asked again
+        while stopping, it leaves what is not transcribed yet for `cht transcribe`."""
+        if self._stopping.is_set() and self.transcriber is not None:
+            self.transcriber.abandon()
         self._stopping.set()
 
     @property
@@ -165,17 +176,48 @@ class Lifecycle:
                 clear_derived(self.session.root)
             self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
                                      lambda: self.manifest.segments, self._scene_options)
+            if self._speech is not None:
+                self._start_transcription(self.analyzer)
             self.analyzer.start()
         except OSError as exc:
             self.analyzer = None
             log.error("analysis could not start: %s", exc)
             self.bus.publish(ev.Warning(f"analysis is off for this recording: {exc.strerror or exc}"))
 
+    def _start_transcription(self, analyzer: Analyzer) -> None:
+        """The transcriber listens to the analyzer's PCM; a continued session's transcript
+        goes on where it stopped."""
+        from cht.transcribe.offline import resume_transcriber
+        from cht.transcribe.worker import TranscribeOptions
+
+        self.transcriber = resume_transcriber(self.session.root, self._speech, self.bus, TranscribeOptions())
+        analyzer.pcm_sinks.append(self.transcriber.feed)
+        self.transcriber.start()
+
+    def _finish_transcription(self) -> None:
+        """Transcribe what is still queued (a second stop request cuts this short), then
+        record in the index what is missing, for `cht transcribe` to finish later."""
+        if self.transcriber is None:
+            return
+        from cht.transcribe.offline import finish_index
+
+        try:
+            self.transcriber.stop()
+            left = finish_index(self.session.root, self.manifest)
+        except Exception:
+            log.exception("transcription failed while finishing")
+            return
+        if left:
+            seconds = sum(b - a for a, b in left)
+            self.bus.publish(ev.Warning(f"{seconds:.0f} s of audio are not transcribed yet: "
+                                        f"run `cht transcribe {self.session.id}`"))
+
     # -- control channel --
 
     def _status(self, _request: dict) -> dict:
         return {"session": self.session.id, "state": self.manifest.state, "duration": self.manifest.duration,
-                "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes}
+                "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes,
+                "transcript_lag": None if self.transcriber is None else round(self.transcriber.lag_s, 2)}
 
     def _capture(self, _request: dict) -> dict:
         if self.analyzer is None:
@@ -450,6 +492,7 @@ class Lifecycle:
                     self.analyzer.stop()  # drains what the segments still hold
                 except Exception:
                     log.exception("analysis failed while finishing")
+            self._finish_transcription()
             self._control.close()
             self.manifest.state = state
             self.manifest.reason = reason

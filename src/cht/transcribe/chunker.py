@@ -29,6 +29,7 @@ LEAD_IN_S = 0.3  # silence kept before speech: onsets are soft
 TAIL_S = 0.2  # silence kept after the last speech in a chunk
 JUMP_S = 0.02  # a stamp this far from the expected time gets a mark of its own
 GAP_S = 0.5  # a jump this long is an outage: the chunk ends there
+LONG_PAUSE_S = 1.0  # a pause this long ends a chunk however short: the phrase is over
 
 
 @dataclass
@@ -37,7 +38,16 @@ class Chunk:
     audio: np.ndarray  # float32 PCM, RATE
     marks: list[tuple[int, float]]  # (sample offset, global seconds), first at offset 0
     speech: bool
+    probs: list[float] = field(default_factory=list)  # VAD speech probability per window
     provisional: bool = False
+
+    def onset(self, start: float, end: float) -> float:
+        """A word's start moved to where the VAD hears speech begin: Whisper puts the first
+        word after a silence at the start of that silence."""
+        k = int(start / WINDOW_S)
+        while k < len(self.probs) and self.probs[k] < SILENCE_P and (k + 1) * WINDOW_S < end - 0.05:
+            k += 1
+        return max(start, min(k * WINDOW_S, end))
 
     def to_global(self, seconds: float) -> float:
         """Global time of a point `seconds` into the chunk's audio."""
@@ -125,7 +135,8 @@ class Chunker:
         """A copy of the chunk being gathered, if it holds speech (for a provisional text)."""
         if not self._length or not self._has_speech(self._probs):
             return None
-        return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, provisional=True)
+        return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, list(self._probs),
+                     provisional=True)
 
     # -- where to cut --
 
@@ -149,8 +160,9 @@ class Chunker:
 
     def _first_pause(self, probs: list[float]) -> int | None:
         """The window to cut at in the first pause after speech that leaves `min_s` of audio
-        before the cut: `TAIL_S` into the pause. A pause is `pause_s` without speech, in the
-        middle of the new audio or at its end (audio arrives a fragment at a time)."""
+        before the cut (or that lasts `LONG_PAUSE_S`): `TAIL_S` into the pause. A pause is
+        `pause_s` without speech, in the middle of the new audio or at its end (audio
+        arrives a fragment at a time)."""
         need = round(self.policy.pause_s / WINDOW_S)
         tail = round(TAIL_S / WINDOW_S)
         spoken = quiet_from = None
@@ -164,7 +176,7 @@ class Chunker:
                 quiet_from = i
             if spoken and i + 1 - quiet_from >= need:
                 cut = quiet_from + tail
-                if cut * WINDOW_S >= self.policy.min_s:
+                if cut * WINDOW_S >= self.policy.min_s or (i + 1 - quiet_from) * WINDOW_S >= LONG_PAUSE_S:
                     return cut
         return None
 
@@ -184,7 +196,8 @@ class Chunker:
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         head, rest = audio[:samples], audio[samples:]
         head_marks = [(o, t) for o, t in self._marks if o < samples] or [(0, self._marks[0][1])]
-        chunk = Chunk(self._id, head, head_marks, self._has_speech(self._probs[: samples // WINDOW]))
+        probs = self._probs[: samples // WINDOW]
+        chunk = Chunk(self._id, head, head_marks, self._has_speech(probs), probs)
         rest_marks = [(o - samples, t) for o, t in self._marks if o >= samples]
         if len(rest) and (not rest_marks or rest_marks[0][0] > 0):
             rest_marks.insert(0, (0, chunk.to_global(samples / RATE)))

@@ -19,6 +19,7 @@ from pathlib import Path
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
 
@@ -117,6 +118,8 @@ class SpeechModel:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing downloads
         cuda = ctranslate2.get_cuda_device_count() > 0
         self.device = "cuda" if cuda else "cpu"
+        if language is not None and language not in _LANGUAGE_CODES:
+            raise ModelError(f"--language {language!r} is not a Whisper language code: use e.g. en, de, fr, es, ja")
         self.language = language
         self.retries = 0  # results decoded again with the full window
         try:
@@ -127,7 +130,7 @@ class SpeechModel:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load the speech model in {model_dir}: {exc}") from None
 
-    def transcribe(self, audio: np.ndarray, *, prompt: str | None = None, beam_size: int = 5,
+    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5,
                    word_timestamps: bool = True, draft: bool = False) -> tuple[list[Word], str]:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s). A `draft` is decoded once, greedily, without word times
@@ -137,18 +140,18 @@ class SpeechModel:
         seconds = len(audio) / SAMPLE_RATE
         window_s = max(MIN_WINDOW_S, seconds + ENCODE_PAD_S)
         frames = min(FULL_WINDOW_FRAMES, 2 * math.ceil(window_s * 50))
-        words, language = self._decode(audio, frames, prompt, beam_size, word_timestamps, draft)
+        words, language = self._decode(audio, frames, beam_size, word_timestamps, draft)
         if frames < FULL_WINDOW_FRAMES and len(words) > MAX_WORDS_PER_S * max(seconds, 1.0):
             self.retries += 1
-            words, language = self._decode(audio, FULL_WINDOW_FRAMES, prompt, beam_size, word_timestamps, draft)
+            words, language = self._decode(audio, FULL_WINDOW_FRAMES, beam_size, word_timestamps, draft)
         return words, language
 
-    def _decode(self, audio, frames: int, prompt, beam_size: int, word_timestamps: bool, draft: bool):
+    def _decode(self, audio, frames: int, beam_size: int, word_timestamps: bool, draft: bool):
         self._model.encode_frames = frames
         seconds = len(audio) / SAMPLE_RATE
         segments, info = self._model.transcribe(
             audio, language=self.language, beam_size=beam_size, word_timestamps=word_timestamps,
-            vad_filter=False, condition_on_previous_text=False, initial_prompt=prompt or None,
+            vad_filter=False, condition_on_previous_text=False,
             max_new_tokens=int(10 + TOKENS_PER_S * seconds), **({"temperature": 0.0} if draft else {}),
         )
         words = []

@@ -22,7 +22,7 @@ log = logging.getLogger("cht.transcribe")
 TRANSCRIPT = "transcript.jsonl"
 INDEX = "transcript/index.json"
 INDEX_VERSION = 1
-SLIVER_S = 0.1  # uncovered audio shorter than this is rounding, not missing
+SLIVER_S = 0.5  # uncovered media shorter than this holds no word: audio and video end apart
 
 
 @dataclass

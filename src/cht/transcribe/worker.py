@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from cht import events as ev
@@ -29,7 +29,7 @@ INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
 
 @dataclass
 class TranscribeOptions:
-    policy: ChunkPolicy
+    policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     provisional_every_s: float | None = 2.0  # None: no provisional hypotheses (offline)
     max_queue_s: float = 600.0  # seconds of closed chunks waiting before feed() blocks
     beam_size: int = 1  # greedy: as good as beam 5 on these chunks (bench), at half the cost
@@ -219,6 +219,7 @@ class Transcriber:
         limit = chunk.seconds
         for w in words:
             start, end = min(w.start, limit), min(max(w.end, w.start), limit)
+            start = chunk.onset(start, end)
             mapped.append({"start": round(chunk.to_global(start), 3), "end": round(chunk.to_global(end), 3),
                            "word": w.word, "p": round(w.probability, 3)})
         text = "".join(w["word"] for w in mapped).strip()

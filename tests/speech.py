@@ -1,0 +1,109 @@
+"""Real speech for the transcription tests: beckett.wav (from the useful-moonshine-onnx
+wheel) placed at known offsets in a generated A/V file, and the truth about its words from
+faster-whisper's own offline transcript of the clean wav with the same model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import wave
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from cht.config import default_cache_dir
+from cht.media.ffmpeg import ffmpeg_exe
+
+RATE = 16_000
+
+
+def beckett_path() -> Path:
+    import moonshine_onnx
+
+    return Path(moonshine_onnx.__file__).parent / "assets" / "beckett.wav"
+
+
+def beckett() -> np.ndarray:
+    with wave.open(str(beckett_path())) as w:
+        assert w.getframerate() == RATE and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def model_dir() -> Path:
+    from cht.transcribe.model import default_model_dir
+
+    return default_model_dir(default_cache_dir())
+
+
+@lru_cache(maxsize=1)
+def beckett_words() -> tuple[tuple[str, float, float], ...]:
+    """(word, start, end) in beckett.wav: the words and their ends from faster-whisper with
+    its usual 30 s window, the starts from the signal (Whisper starts a word after a pause
+    at the start of the pause: here up to 0.6 s early)."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(str(beckett_path()), language="en", beam_size=5, word_timestamps=True)
+    pcm = beckett().astype(np.float64)
+    return tuple((norm(w.word), onset(pcm, w.start, w.end), w.end)
+                 for s in segments for w in s.words if norm(w.word))
+
+
+def onset(pcm: np.ndarray, start: float, end: float, frame_s: float = 0.02) -> float:
+    """The first 20 ms frame in [start, end) louder than a quarter of the word's loudest."""
+    frame = int(frame_s * RATE)
+    a, b = int(start * RATE), int(end * RATE)
+    rms = [np.sqrt(np.mean(pcm[i:i + frame] ** 2)) for i in range(a, max(a + frame, b - frame), frame)]
+    loud = next(i for i, r in enumerate(rms) if r >= 0.25 * max(rms))
+    return start + loud * frame_s
+
+
+def norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def same_word(a: str, b: str) -> bool:
+    """Whisper sometimes hears "fail" as "failed": a prefix counts as the same word."""
+    return a == b or (min(len(a), len(b)) >= 3 and (a.startswith(b) or b.startswith(a)))
+
+
+def make_speech_video(path: Path, offsets: list[float], seconds: float) -> list[tuple[str, float, float]]:
+    """A 640x360 test pattern with beckett.wav at each offset; returns the true words."""
+    pcm = np.zeros(int(seconds * RATE), np.int16)
+    speech = beckett()
+    truth = []
+    for offset in offsets:
+        i = int(offset * RATE)
+        pcm[i:i + len(speech)] = speech[: len(pcm) - i]
+        truth += [(w, offset + a, offset + b) for w, a, b in beckett_words()]
+    wav = path.with_suffix(".wav")
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+                    "-f", "lavfi", "-i", f"testsrc2=s=640x360:r=25:d={seconds}", "-i", str(wav),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-shortest", str(path)], check=True)
+    return truth
+
+
+def transcript_words(session_dir: Path) -> list[tuple[str, float, float]]:
+    import json
+
+    words = []
+    for row in (session_dir / "transcript.jsonl").read_text().splitlines():
+        line = json.loads(row)
+        assert line["final"]
+        words += [(norm(w["word"]), w["start"], w["end"]) for w in line["words"] if norm(w["word"])]
+    return words
+
+
+def match(truth, heard, tolerance: float = 0.5) -> dict[int, list[int]]:
+    """For each true word, the heard words that are the same word, starting and ending
+    within `tolerance` of the truth."""
+    return {i: [j for j, (h, hs, he) in enumerate(heard)
+                if same_word(w, h) and abs(hs - ts) <= tolerance and abs(he - te) <= tolerance]
+            for i, (w, ts, te) in enumerate(truth)}
