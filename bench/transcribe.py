@@ -98,6 +98,41 @@ def live(model: SpeechModel, audio: np.ndarray, piece_s: float, options: Transcr
     return seen, transcriber, t0, lags
 
 
+def recorded(model: SpeechModel, audio: np.ndarray):
+    """The whole path: `cht record` of an A/V file holding the speech, at real pace (ffmpeg
+    writes 1 s fragments, the analyzer polls and decodes them, then the transcriber)."""
+    import subprocess
+    import wave
+
+    from cht.config import RecordOptions
+    from cht.lifecycle import Lifecycle
+    from cht.media.ffmpeg import ffmpeg_exe
+    from cht.record.sources import parse_source
+    from cht.session import Session
+
+    seen: list[tuple[float, ev.TranscriptSegments]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        with wave.open(str(tmp / "speech.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes((audio * 32767).astype(np.int16).tobytes())
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                        f"testsrc2=s=640x360:r=25:d={len(audio) / RATE}", "-i", str(tmp / "speech.wav"),
+                        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-shortest",
+                        str(tmp / "speech.mp4")], check=True)
+        bus = ev.EventBus()
+        bus.subscribe(lambda e: seen.append((time.time(), e)) if isinstance(e, ev.TranscriptSegments) else None)
+        session = Session.create(tmp / "data", "bench")
+        life = Lifecycle(session, parse_source(str(tmp / "speech.mp4")), RecordOptions(), bus,
+                         cache_dir=tmp / "cache", speech=model)
+        life.start()
+        life.wait()
+        t0 = session.read_run_note(0)  # wall clock of the first media: global time 0
+        return seen, life.transcriber, t0
+
+
 def latencies(reference: list[dict], seen, t0: float) -> tuple[list[float], list[float]]:
     """Per reference word: wall time of the first (and the first final) text holding it,
     minus the moment it had been spoken. A line holds a reference word if the word was
@@ -137,7 +172,7 @@ def main() -> None:
     reference, offline_s = offline_reference(model_dir, audio)
     ref_text = " ".join(w["word"] for w in reference)
     rows = [("faster-whisper offline (reference)", "", "", "", "", f"{offline_s / seconds:.3f}",
-             "0 %", f"{jiwer.wer(human, ref_text):.1%}" if human.strip() else "n/a")]
+             "(itself)", f"{jiwer.wer(human, ref_text):.1%}" if human.strip() else "n/a")]
     model = SpeechModel(model_dir, language="en")
     policy = ChunkPolicy(min_s=opts.min_chunk, pause_s=opts.pause)
     options = TranscribeOptions(policy, provisional_every_s=opts.provisional or None, beam_size=opts.beam)
@@ -152,6 +187,14 @@ def main() -> None:
         print(f"  {len(final)}/{len(reference)} words final; chunks {transcriber.chunks_transcribed}; "
               f"full-window retries {model.retries}; max lag {max(lags, default=0):.1f} s", file=sys.stderr)
         print("  " + text, file=sys.stderr)
+    print("cht record, the whole path...", file=sys.stderr)
+    seen, transcriber, t0 = recorded(model, audio)
+    first, final = latencies(reference, seen, t0)
+    text = " ".join(normalise(line["text"]) for _, e in seen if e.final for line in e.lines)
+    rows.append(("cht record (ffmpeg, 1 s fragments, analyzer)", f"{pct(first, 50):.2f}", f"{pct(first, 95):.2f}",
+                 f"{pct(final, 50):.2f}", f"{pct(final, 95):.2f}", f"{transcriber.busy_s / seconds:.3f}",
+                 f"{jiwer.wer(ref_text, text):.1%}", f"{jiwer.wer(human, text):.1%}" if human.strip() else "n/a"))
+    print("  " + text, file=sys.stderr)
     print(f"\n{seconds:.0f} s of real speech, Whisper base int8, {os.cpu_count()} threads, {platform.processor() or platform.machine()}, "
           f"min chunk {policy.min_s:g} s, pause {policy.pause_s:g} s, "
           f"provisional every {options.provisional_every_s} s, beam {options.beam_size}\n")
