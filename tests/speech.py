@@ -91,14 +91,10 @@ def make_speech_video(path: Path, offsets: list[float], seconds: float) -> list[
 
 
 def transcript_words(session_dir: Path) -> list[tuple[str, float, float]]:
-    import json
+    from cht.transcribe.store import read_lines
 
-    words = []
-    for row in (session_dir / "transcript.jsonl").read_text().splitlines():
-        line = json.loads(row)
-        assert line["final"]
-        words += [(norm(w["word"]), w["start"], w["end"]) for w in line["words"] if norm(w["word"])]
-    return words
+    return [(norm(w["word"]), w["start"], w["end"])
+            for line in read_lines(session_dir / "transcript.jsonl") for w in line.words if norm(w["word"])]
 
 
 def match(truth, heard, tolerance: float = 0.5) -> dict[int, list[int]]:

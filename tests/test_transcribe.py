@@ -161,3 +161,39 @@ def test_transcribe_finishes_a_session_recorded_without_transcript(cht: Cht, tmp
     redo = cht.run("transcribe", "later", "--all", "--language", "en")
     assert redo.returncode == 0, redo.stderr
     assert transcript_words(cht.session_dir("later")) == heard
+
+
+def test_an_interrupted_transcript_is_finished_without_duplicates(cht: Cht, tmp_path):
+    src = tmp_path / "two.mp4"
+    truth = make_speech_video(src, [1.0, 13.0], 24.0)
+    assert cht.run("record", str(src), "--session", "cut", "--fast", "--no-transcribe").returncode == 0
+    assert cht.run("transcribe", "cut", "--language", "en").returncode == 0
+    path = cht.session_dir("cut") / "transcript.jsonl"
+    whole = transcript_words(cht.session_dir("cut"))
+    rows = path.read_text().splitlines()
+    kept = rows[: len(rows) // 2]
+    path.write_text("\n".join(kept) + "\n" + rows[len(rows) // 2][:25])  # as a kill mid-append leaves it
+    result = cht.run("transcribe", "cut", "--language", "en")
+    assert result.returncode == 0, result.stderr
+    assert path.read_text().splitlines()[: len(kept)] == kept, "what was there stays as it was"
+    heard = transcript_words(cht.session_dir("cut"))
+    found = match(truth, heard)
+    assert sum(bool(v) for v in found.values()) >= len(truth) - 2, heard
+    assert all(len(v) <= 1 for v in found.values()), heard
+    assert len(heard) == pytest.approx(len(whole), abs=2)
+    index = json.loads((cht.session_dir("cut") / "transcript" / "index.json").read_text())
+    assert index["complete"] and not index["pending"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
+    (["--language", "klingon"], "is not a Whisper language code"),
+])
+def test_a_bad_model_or_language_is_one_line_and_records_nothing(cht: Cht, tmp_path, args, needle):
+    src = tmp_path / "one.mp4"
+    make_speech_video(src, [0.0], 3.0)
+    result = cht.run("record", str(src), "--session", "bad", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not cht.session_dir("bad").exists()

@@ -52,9 +52,14 @@ class TranscriptStore:
         self.path = root / name
 
     def append(self, line: TranscriptLine) -> None:
-        """Append one final line and make it durable before anyone is told about it."""
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line.to_json() + "\n")
+        """Append one final line and make it durable before anyone is told about it. After a
+        torn last line (a kill mid-append) the new line starts on a line of its own."""
+        with open(self.path, "a+b") as f:
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            f.write(line.to_json().encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
 

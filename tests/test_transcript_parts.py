@@ -1,0 +1,88 @@
+"""The transcription parts that need no model: the model join, the chunker's clock and
+gaps (with the real Silero VAD on real speech), and reading a torn transcript."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
+from cht.transcribe.model import ModelError, check_model_dir, default_model_dir
+from cht.transcribe.store import TranscriptLine, TranscriptStore, missing
+from speech import beckett
+
+
+def test_the_model_is_joined_once_atomically_and_rejoined_when_damaged(tmp_path):
+    target = default_model_dir(tmp_path)
+    model_bin = target / "model.bin"
+    size = model_bin.stat().st_size
+    assert size > 100_000_000 and check_model_dir(target) == target
+    before = model_bin.stat().st_mtime_ns
+    assert default_model_dir(tmp_path) == target and model_bin.stat().st_mtime_ns == before, "joined twice"
+    with open(model_bin, "r+b") as f:
+        f.truncate(size // 2)  # a crash mid-copy cannot leave this (temp + rename), a user might
+    default_model_dir(tmp_path)
+    assert model_bin.stat().st_size == size
+    assert not [p for p in target.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_a_dir_that_is_not_a_model_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="model.bin, tokenizer.json missing"):
+        check_model_dir(tmp_path)
+
+
+def test_marks_map_each_part_of_a_chunk_to_its_global_time():
+    chunk = Chunk(0, np.zeros(3 * RATE, np.float32), [(0, 10.0), (RATE, 11.3), (2 * RATE, 40.0)], True)
+    assert chunk.to_global(0.5) == pytest.approx(10.5)
+    assert chunk.to_global(1.5) == pytest.approx(11.8)
+    assert chunk.to_global(2.25) == pytest.approx(40.25)
+    assert chunk.start == 10.0 and chunk.end == pytest.approx(41.0)
+
+
+def feed(chunker: Chunker, pcm: np.ndarray, t: float, piece: int = RATE // 2) -> list[Chunk]:
+    out = []
+    for i in range(0, len(pcm), piece):
+        out += chunker.feed(t + i / RATE, pcm[i:i + piece])
+    return out
+
+
+def test_chunks_end_in_pauses_and_cover_every_sample_once():
+    speech = np.concatenate([beckett(), np.zeros(2 * RATE, np.int16)])
+    chunker = Chunker(ChunkPolicy())
+    chunks = feed(chunker, speech, 100.0) + chunker.flush()
+    assert [c.id for c in chunks] == list(range(len(chunks)))
+    assert sum(len(c.audio) for c in chunks) == len(speech)
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start == pytest.approx(a.end, abs=1e-6)
+    spoken = [c for c in chunks if c.speech]
+    assert 2 <= len(spoken) <= 5, "beckett's four sentences, in pauses"
+    for c in spoken[:-1]:
+        assert c.seconds >= ChunkPolicy().min_s or c.end - c.start < ChunkPolicy().min_s + 1.5
+
+
+def test_an_outage_ends_the_chunk_and_a_small_jump_becomes_a_mark():
+    speech = beckett()
+    chunker = Chunker(ChunkPolicy(min_s=30, max_s=60))  # pauses under 1 s cannot cut here
+    first = feed(chunker, speech[: int(2.9 * RATE)], 0.0)
+    first += feed(chunker, speech[int(2.9 * RATE): int(4.3 * RATE)], 3.1)  # 0.2 s jump: a mark
+    assert first == []
+    after = feed(chunker, speech[int(4.3 * RATE):], 9.0) + chunker.flush()  # 4.5 s outage
+    cut = after[0]
+    assert cut.marks == [(0, 0.0), (int(2.9 * RATE), 3.1)]
+    assert cut.end == pytest.approx(4.5)
+    assert after[1].start == 9.0
+
+
+def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):
+    store = TranscriptStore(tmp_path)
+    store.append(TranscriptLine(0, 1.0, 2.0, "hello", [], [0.0, 2.5]))
+    with open(store.path, "a") as f:
+        f.write('{"chunk": 1, "start": 3')
+    with caplog.at_level(logging.WARNING, logger="cht.transcribe"):
+        lines = store.read()
+    assert [line.text for line in lines] == ["hello"]
+    assert "cut short" in caplog.text
+    assert missing([(0.0, 10.0)], [(0.0, 2.5)]) == [(2.5, 10.0)]
