@@ -68,21 +68,25 @@ def same_word(a: str, b: str) -> bool:
     return a == b or (min(len(a), len(b)) >= 3 and (a.startswith(b) or b.startswith(a)))
 
 
-def make_speech_video(path: Path, offsets: list[float], seconds: float) -> list[tuple[str, float, float]]:
-    """A 640x360 test pattern with beckett.wav at each offset; returns the true words."""
+def speech_wav(path: Path, offsets: list[float], seconds: float) -> Path:
+    """A WAV of silence with beckett.wav at each offset."""
     pcm = np.zeros(int(seconds * RATE), np.int16)
     speech = beckett()
-    truth = []
     for offset in offsets:
         i = int(offset * RATE)
         pcm[i:i + len(speech)] = speech[: len(pcm) - i]
-        truth += [(w, offset + a, offset + b) for w, a, b in beckett_words()]
-    wav = path.with_suffix(".wav")
-    with wave.open(str(wav), "wb") as w:
+    with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
         w.writeframes(pcm.tobytes())
+    return path
+
+
+def make_speech_video(path: Path, offsets: list[float], seconds: float) -> list[tuple[str, float, float]]:
+    """A 640x360 test pattern with beckett.wav at each offset; returns the true words."""
+    truth = [(w, offset + a, offset + b) for offset in offsets for w, a, b in beckett_words()]
+    wav = speech_wav(path.with_suffix(".wav"), offsets, seconds)
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
                     "-f", "lavfi", "-i", f"testsrc2=s=640x360:r=25:d={seconds}", "-i", str(wav),
                     "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",

@@ -75,7 +75,9 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:").replace("'", "\\'").replace(",", "\\,")
 
 
-def render(spec: Lecture, path: Path, *, size: str = "1280x720", rate: int = 30, audio: bool = True) -> Path:
+def render(spec: Lecture, path: Path, *, size: str = "1280x720", rate: int = 30, audio: bool = True,
+           audio_file: Path | None = None) -> Path:
+    """The lecture as an H.264/AAC file: a 220 Hz tone, or `audio_file` (speech) as its sound."""
     width, height = (int(v) for v in size.split("x"))
     ends = [s.start for s in spec.slides[1:]] + [spec.duration]
     for a, _ in spec.cuts:  # a slide ends where a cut begins
@@ -102,7 +104,9 @@ def render(spec: Lecture, path: Path, *, size: str = "1280x720", rate: int = 30,
         f"[withcam]{pointer}[v]"
     )
     args = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", graph.replace("[v]", "")]
-    if audio:
+    if audio_file is not None:
+        args += ["-i", str(audio_file), "-c:a", "aac", "-b:a", "64k"]
+    elif audio:
         args += ["-f", "lavfi", "-i", f"sine=f=220:d={spec.duration}", "-c:a", "aac", "-b:a", "64k"]
     args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(rate * 2), "-pix_fmt", "yuv420p",
              "-shortest", str(path)]

@@ -6,22 +6,29 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cht import events as ev
 from cht.analyze.pipeline import analyze_offline
 from cht.config import (RecordOptions, SceneOptions, default_cache_dir, default_data_dir, parse_duration,
-                        parse_size)
+                        parse_since, parse_size, ui_url)
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
+from cht.index.export import export as export_session
+from cht.index.live import follow, reindex_all, reindex_session
+from cht.index.query import parse as parse_query
+from cht.index.search import MARK_END, MARK_START, SearchIndex
 from cht.lifecycle import Lifecycle, source_label
 from cht.record.sources import HELP as SOURCE_HELP
 from cht.record.sources import parse_source
@@ -92,6 +99,9 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
+    index = _open_index()
+    if index is not None:
+        bus.subscribe(follow(index, session.id, lambda: lifecycle.manifest.started_at, source_label(source)))
     lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
                           analyze=analyze, scene_options=scene_options, speech=speech)
 
@@ -112,6 +122,24 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
     return 0 if manifest.state == "stopped" and not manifest.reason.startswith("disk full") else EXIT_ABNORMAL_END
+
+
+def _open_index() -> SearchIndex | None:
+    """The search index, if it can be opened: it is derived, so a recording never depends on it."""
+    try:
+        return SearchIndex(State.data_dir)
+    except (sqlite3.Error, OSError) as exc:
+        err.print(f"warning: search index unavailable ({exc}); run `cht reindex` later")
+        return None
+
+
+def _reindex(session: Session) -> None:
+    index = _open_index()
+    if index is not None:
+        try:
+            reindex_session(index, session)
+        finally:
+            index.close()
 
 
 def _parsed(parse, text: str):
@@ -207,6 +235,7 @@ def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
     if session.is_recording():
         raise SessionError(f"session {session_id} is recording: its manifest is kept live; rebuild it after it stops")
     manifest = session.rebuild()
+    _reindex(session)
     out.print(f"rebuilt {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)}, {len(manifest.gaps)} gap(s)")
 
@@ -260,10 +289,57 @@ def transcribe(
         )
     from cht.transcribe.store import read_lines
 
+    _reindex(session)
     lines = [line for line in read_lines(session.root / "transcript.jsonl") if line.text]
     words = sum(len(line.words) for line in lines)
     out.print(f"transcribed {session.id}: {len(lines)} line(s), {words} word(s)"
               + (f"; {sum(b - a for a, b in left):.0f} s still missing" if left else ""))
+
+
+@app.command(help='Search every transcript: words, "exact phrases", prefix*, -excluded.')
+def search(
+    query: str = typer.Argument(..., help='What to find, e.g. \'"try again" fail*\'.'),
+    session_id: Optional[str] = typer.Option(None, "--session", help="Only this session."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only sessions started since: a date or an age (3d)."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="At most this many hits."),
+) -> None:
+    if session_id is not None:
+        Session.open(State.data_dir, session_id)  # a one-line error for an unknown id
+    since_epoch = _parsed(lambda text: parse_since(text, time.time()), since) if since else None
+    if parse_query(query).empty:
+        err.print('nothing to search for: give a word, a "phrase" or a prefix*')
+        return
+    index = SearchIndex(State.data_dir)
+    try:
+        hits = index.search(query, session=session_id, since=since_epoch, limit=limit)
+    finally:
+        index.close()
+    if not hits:
+        out.print(f"no match for {query!r}" + ("" if index.path.exists() else " (no index yet: `cht reindex`)"))
+        return
+    for hit in hits:
+        snippet = escape(hit.snippet).replace(MARK_START, "[bold yellow]").replace(MARK_END, "[/]")
+        out.print(f"[bold]{hit.session}[/] {fmt_time(hit.t)}  {snippet}\n  [dim]{ui_url(hit.session, hit.t)}[/]")
+
+
+@app.command(help="Rebuild the search index from every session's transcript.")
+def reindex() -> None:
+    sessions_count, lines = reindex_all(State.data_dir)
+    out.print(f"indexed {lines} transcript line(s) from {sessions_count} session(s)")
+
+
+@app.command(help="Export a session: subtitles (srt, vtt), text, Markdown notes with the slides, or JSON.")
+def export(
+    session_id: str = typer.Argument(..., metavar="ID"),
+    fmt: str = typer.Option("md", "--format", "-f", help="srt | vtt | txt | md | json"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout; md: ID.md)."),
+    per_segment: bool = typer.Option(False, "--per-segment", help="Subtitles: one file per segment, on its clock."),
+) -> None:
+    session = Session.open(State.data_dir, session_id)
+    written = export_session(session, fmt.lower(), output, per_segment=per_segment)
+    for path in written:
+        if path.suffix in (".md", ".srt", ".vtt", ".txt", ".json"):
+            err.print(f"wrote {path}")
 
 
 @app.command(help="Save the picture a running recording shows now as a keyframe.")

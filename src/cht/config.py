@@ -29,6 +29,31 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("cht", appauthor=False))
 
 
+UI_HOST = "127.0.0.1"
+UI_PORT = 8765
+
+
+def ui_url(session_id: str, t: float | None = None, host: str = UI_HOST, port: int = UI_PORT) -> str:
+    """The web UI's address of a session, at a moment if given."""
+    return f"http://{host}:{port}/session/{session_id}" + (f"?t={t:.2f}" if t is not None else "")
+
+
+def parse_since(text: str, now: float) -> float:
+    """'2026-11-01', '2026-11-01T09:30', or an age ('3d', '12h', '90m') -> epoch seconds."""
+    from datetime import datetime
+
+    value = text.strip()
+    ages = {"d": 86400, "h": 3600, "m": 60}
+    if value[-1:].lower() in ages and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * ages[value[-1].lower()]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give a date (2026-11-01), a time (2026-11-01T09:30) "
+                         "or an age (3d, 12h, 90m)") from None
+    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+
+
 @dataclass
 class RecordOptions:
     """How a recording runs."""

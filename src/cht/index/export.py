@@ -1,0 +1,126 @@
+"""Export a session: subtitles on the global clock (or per segment, on its own clock),
+plain text, Markdown notes with the slides, or everything as one JSON document."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from cht.analyze.scenes import FrameRecord, read_frames
+from cht.console import fmt_time
+from cht.errors import SessionError
+from cht.index.cues import cues, to_srt, to_vtt
+from cht.session import Manifest, Session
+from cht.transcribe.store import TRANSCRIPT, TranscriptLine, read_lines
+
+FORMATS = ("srt", "vtt", "txt", "md", "json")
+JSON_SCHEMA = "cht.export/1"
+WAVEFORM_LEVELS = {160: "audio/waveform.json", 1600: "audio/waveform-1600.json", 16000: "audio/waveform-16000.json"}
+
+
+def spoken(session: Session) -> list[TranscriptLine]:
+    return sorted((line for line in read_lines(session.root / TRANSCRIPT) if line.text), key=lambda x: x.start)
+
+
+def export(session: Session, fmt: str, out: Path | None, *, per_segment: bool = False) -> list[Path]:
+    """Write the export; returns the files written (none when `out` is None: printed instead)."""
+    if fmt not in FORMATS:
+        raise SessionError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if per_segment and fmt not in ("srt", "vtt"):
+        raise SessionError("--per-segment is for subtitles: use it with --format srt or vtt")
+    manifest = session.current_manifest()
+    lines = spoken(session)
+    if fmt == "md":
+        target = out or Path(f"{session.id}.md")
+        return markdown(session, manifest, lines, target)
+    if per_segment:
+        return _per_segment(manifest, lines, fmt, out or Path(f"{session.id}.{fmt}"))
+    text = {"srt": lambda: to_srt(cues(lines)), "vtt": lambda: to_vtt(cues(lines)),
+            "txt": lambda: plain(lines), "json": lambda: json.dumps(document(session, manifest, lines),
+                                                                     indent=2, ensure_ascii=False) + "\n"}[fmt]()
+    if out is None:
+        print(text, end="")
+        return []
+    _write(out, text)
+    return [out]
+
+
+def plain(lines: list[TranscriptLine]) -> str:
+    return "".join(f"[{fmt_time(line.start)}] {line.text}\n" for line in lines)
+
+
+def _per_segment(manifest: Manifest, lines: list[TranscriptLine], fmt: str, out: Path) -> list[Path]:
+    """One subtitle file per segment, on the segment's own clock, to mux with that file."""
+    written = []
+    everything = cues(lines)
+    for segment in manifest.segments:
+        inside = [c for c in everything if segment.global_start <= c.start < segment.global_end]
+        render = to_srt if fmt == "srt" else to_vtt
+        path = out.with_name(f"{out.stem}.{Path(segment.file).stem}{out.suffix or '.' + fmt}")
+        _write(path, render(inside, offset=segment.global_start))
+        written.append(path)
+    return written
+
+
+def document(session: Session, manifest: Manifest, lines: list[TranscriptLine]) -> dict:
+    """Everything about a session in one JSON document (schema `cht.export/1`, see README).
+    File names are relative to `session_dir`."""
+    return {
+        "schema": JSON_SCHEMA,
+        "session_dir": str(session.root),
+        "manifest": manifest.to_dict(),
+        "frames": [asdict(f) for f in read_frames(session.root)],
+        "waveform": {str(spp): name for spp, name in WAVEFORM_LEVELS.items() if (session.root / name).exists()},
+        "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
+                        "language": line.language, "words": line.words} for line in lines],
+    }
+
+
+def markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine], target: Path) -> list[Path]:
+    """Notes a student would want: each slide, then what was said while it was shown, with
+    timestamps; images copied into `<name>_files/` beside the notes, linked relatively."""
+    frames = sorted(read_frames(session.root), key=lambda f: f.t)
+    assets = target.with_name(f"{target.stem}_files")
+    shutil.rmtree(assets, ignore_errors=True)
+    parts = [f"# {session.id}\n",
+             f"Recorded {manifest.started_at.replace('T', ' ')[:19]} from `{manifest.source}` · "
+             f"{fmt_time(manifest.duration)} · {len(frames)} slide(s) · "
+             f"{sum(len(line.words) or len(line.text.split()) for line in lines)} words\n"]
+    gaps = list(manifest.gaps)
+    sections: list[tuple[FrameRecord | None, list[TranscriptLine]]] = [(None, [])] + [(f, []) for f in frames]
+    for line in lines:
+        owner = 0
+        for i, frame in enumerate(frames, 1):
+            if frame.t <= line.start + 0.5:  # the slide on screen as the line began
+                owner = i
+        sections[owner][1].append(line)
+    written = [target]
+    for frame, said in sections:
+        if frame is None and not said:
+            continue
+        if frame is not None:
+            parts.append(f"\n## {fmt_time(frame.t)}" + (" (captured)" if frame.kind == "manual" else "") + "\n")
+            image = session.root / frame.file
+            if image.exists():
+                assets.mkdir(parents=True, exist_ok=True)
+                copy = assets / Path(frame.file).name
+                shutil.copyfile(image, copy)
+                written.append(copy)
+                parts.append(f"\n![Slide at {fmt_time(frame.t)}]({assets.name}/{copy.name})\n")
+        for line in said:
+            while gaps and gaps[0].start <= line.start:
+                gap = gaps.pop(0)
+                parts.append(f"\n> *Not recorded: {fmt_time(gap.start)} – {fmt_time(gap.end)}*\n")
+            parts.append(f"\n**[{fmt_time(line.start)}]** {line.text}\n")
+    _write(target, "".join(parts))
+    return written
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,57 @@
+"""Keep the search index up to date from a running session's events, and rebuild it."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Callable
+
+from cht import events as ev
+from cht.index.search import SearchIndex
+from cht.session import Session, epoch, list_sessions
+from cht.transcribe.store import TRANSCRIPT, TranscriptLine, read_lines
+
+log = logging.getLogger("cht.index")
+
+
+def follow(index: SearchIndex, session_id: str, started: Callable[[], str], source: str) -> ev.Listener:
+    """A bus listener adding each final transcript line as it is written. The index is
+    derived: if it cannot be written the recording goes on (and `cht reindex` catches up)."""
+
+    def on_event(event: ev.Event) -> None:
+        if not isinstance(event, ev.TranscriptSegments) or not event.final:
+            return
+        began = started()
+        try:
+            index.add(session_id, [TranscriptLine.from_dict(line) for line in event.lines],
+                      started=epoch(began) if began else None, source=source)
+        except sqlite3.Error as exc:
+            log.warning("search index not updated: %s (run `cht reindex`)", exc)
+
+    return on_event
+
+
+def reindex_session(index: SearchIndex, session: Session) -> int:
+    """Replace a session's lines with what its transcript holds; returns the line count."""
+    manifest = session.current_manifest()
+    lines = [line for line in read_lines(session.root / TRANSCRIPT) if line.text]
+    started = epoch(manifest.started_at) if manifest.started_at else session.root.stat().st_mtime
+    index.replace_session(session.id, lines, started=started, source=manifest.source)
+    return len(lines)
+
+
+def reindex_all(data_dir: Path) -> tuple[int, int]:
+    """Rebuild the whole index from every session's transcript: (sessions, lines)."""
+    index = SearchIndex(data_dir)
+    try:
+        seen, total = set(), 0
+        for session, manifest in list_sessions(data_dir):
+            if manifest is None:
+                continue
+            seen.add(session.id)
+            total += reindex_session(index, session)
+        index.forget_others(seen)
+        return len(seen), total
+    finally:
+        index.close()

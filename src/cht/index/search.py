@@ -1,0 +1,162 @@
+"""The search index: every session's transcript lines in SQLite FTS5, in the data dir.
+
+It is derived: deleting `index.sqlite` loses nothing (`cht reindex` rebuilds it from the
+sessions' `transcript.jsonl`). While recording, final lines are added as they are written,
+so a phrase is searchable a moment after it is transcribed. Several processes may write at
+once (two recordings, a reindex): WAL mode and a busy timeout let SQLite serialise them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cht.index.query import Query, fold, parse
+from cht.transcribe.store import TranscriptLine
+
+INDEX_FILE = "index.sqlite"
+SCHEMA_VERSION = 1
+MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets; never in speech
+_WORD = re.compile(r"\w+")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, started REAL NOT NULL, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lines (
+    id INTEGER PRIMARY KEY, session TEXT NOT NULL, chunk INTEGER NOT NULL,
+    start REAL NOT NULL, end REAL NOT NULL, text TEXT NOT NULL, words TEXT NOT NULL,
+    UNIQUE (session, chunk));
+CREATE INDEX IF NOT EXISTS lines_session ON lines (session, start);
+CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(
+    text, content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS lines_ai AFTER INSERT ON lines BEGIN
+    INSERT INTO lines_fts (rowid, text) VALUES (new.id, new.text); END;
+CREATE TRIGGER IF NOT EXISTS lines_ad AFTER DELETE ON lines BEGIN
+    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.id, old.text); END;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+@dataclass
+class Hit:
+    session: str
+    t: float  # global seconds: the first matched word
+    start: float  # the line's span
+    end: float
+    snippet: str  # with MARK_START / MARK_END around matched words
+    text: str
+
+
+class SearchIndex:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / INDEX_FILE
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing --
+
+    def add(self, session: str, lines: list[TranscriptLine], *, started: float | None = None,
+            source: str | None = None) -> None:
+        """Add (or replace, by chunk) a session's final lines."""
+        rows = [(session, line.chunk, line.start, line.end, line.text, _compact(line.words))
+                for line in lines if line.text]
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if started is not None:
+                self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, started, source or ""))
+            self._db.executemany("DELETE FROM lines WHERE session = ? AND chunk = ?", [r[:2] for r in rows])
+            self._db.executemany("INSERT INTO lines (session, chunk, start, end, text, words) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def replace_session(self, session: str, lines: list[TranscriptLine], *, started: float, source: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
+        self.add(session, lines, started=started, source=source)
+
+    def sessions(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT id FROM sessions")}
+
+    def forget_others(self, keep: set[str]) -> None:
+        """Drop sessions that no longer exist on disk."""
+        for session in self.sessions() - keep:
+            with self._lock, self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
+                self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
+
+    # -- searching --
+
+    def search(self, text: str, *, session: str | None = None, since: float | None = None,
+               limit: int = 20) -> list[Hit]:
+        """Ranked hits: the typed words as an exact phrase first, then by BM25."""
+        query = parse(text)
+        if query.empty:
+            return []
+        hits: dict[int, Hit] = {}
+        for expression in (query.as_phrase(), query.match()):
+            if expression is None:
+                continue
+            for row_id, hit in self._run(expression, query, session, since, limit):
+                hits.setdefault(row_id, hit)
+            if len(hits) >= limit:
+                break
+        return list(hits.values())[:limit]
+
+    def _run(self, expression: str, query: Query, session: str | None, since: float | None, limit: int):
+        sql = ("SELECT lines.id, lines.session, lines.start, lines.end, lines.text, lines.words, "
+               f"snippet(lines_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
+               "FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid "
+               "LEFT JOIN sessions ON sessions.id = lines.session WHERE lines_fts MATCH ?")
+        args: list = [expression]
+        if session is not None:
+            sql += " AND lines.session = ?"
+            args.append(session)
+        if since is not None:
+            sql += " AND sessions.started >= ?"
+            args.append(since)
+        sql += " ORDER BY bm25(lines_fts) LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        for row_id, sess, start, end, line_text, words, snippet in rows:
+            yield row_id, Hit(sess, _first_match(json.loads(words), query, start), start, end, snippet, line_text)
+
+
+def _compact(words: list[dict]) -> str:
+    """[[start, word], ...]: all a hit needs to say when its first matched word was spoken."""
+    return json.dumps([[round(float(w["start"]), 2), w["word"].strip()] for w in words],
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def _first_match(words: list[list], query: Query, default: float) -> float:
+    """Global time of what the query asked for: where a phrase in it (or its words typed in
+    order) begins, else the first word it names."""
+    tokens = [(float(start), part) for start, word in words for part in _WORD.findall(fold(word))]
+    folded = [part for _, part in tokens]
+    sequences = [[fold(w) for w in p] for p in query.phrases]
+    if len(query.words) > 1:
+        sequences.append([fold(w) for w in query.words])
+    for sequence in sequences:
+        for i in range(len(folded) - len(sequence) + 1):
+            if folded[i:i + len(sequence)] == sequence:
+                return tokens[i][0]
+    wanted = set(query.terms())
+    prefixes = [fold(p) for p in query.prefixes]
+    for start, part in tokens:
+        if part in wanted or any(part.startswith(p) for p in prefixes):
+            return start
+    return default
