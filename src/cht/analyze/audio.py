@@ -141,6 +141,21 @@ def read_dat(path: Path) -> dict:
     }
 
 
+def read_dat_range(path: Path, first: int, last: int) -> tuple[int, int, list[int]]:
+    """Pixels [first, last) of a (possibly growing) 8-bit .dat: (samples per pixel, length,
+    min/max pairs). Reads only those bytes: a 3-hour level is never loaded whole."""
+    with open(path, "rb") as f:
+        _, flags, _, spp, length, channels = HEADER.unpack(f.read(HEADER.size))
+        size = 1 if flags & FLAG_8BIT else 2
+        first, last = max(0, first), max(0, min(last, length))
+        if last <= first:
+            return spp, length, []
+        f.seek(HEADER.size + first * 2 * channels * size)
+        raw = f.read((last - first) * 2 * channels * size)
+    values = np.frombuffer(raw[: len(raw) // (2 * size) * 2 * size], dtype=np.int8 if size == 1 else "<i2")
+    return spp, length, values.tolist()
+
+
 def write_json(dat: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(read_dat(dat), separators=(",", ":")), encoding="utf-8")

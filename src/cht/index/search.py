@@ -20,6 +20,7 @@ from cht.transcribe.store import TranscriptLine
 
 INDEX_FILE = "index.sqlite"
 SCHEMA_VERSION = 1
+RANKED_UP_TO = 20_000  # lines a query may match and still be ranked by BM25; past that, newest first
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets; never in speech
 _WORD = re.compile(r"\w+")
 
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS lines (
 CREATE INDEX IF NOT EXISTS lines_session ON lines (session, start);
 CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(
     text, content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS lines_vocab USING fts5vocab(lines_fts, 'row');
 CREATE TRIGGER IF NOT EXISTS lines_ai AFTER INSERT ON lines BEGIN
     INSERT INTO lines_fts (rowid, text) VALUES (new.id, new.text); END;
 CREATE TRIGGER IF NOT EXISTS lines_ad AFTER DELETE ON lines BEGIN
@@ -102,21 +104,39 @@ class SearchIndex:
 
     def search(self, text: str, *, session: str | None = None, since: float | None = None,
                limit: int = 20) -> list[Hit]:
-        """Ranked hits: the typed words as an exact phrase first, then by BM25."""
+        """Ranked hits: the typed words as an exact phrase first, then by BM25. A query whose
+        every word is in more than `RANKED_UP_TO` lines gains nothing from BM25 (such a word
+        weighs next to nothing) but would make it score them all: newest first instead."""
         query = parse(text)
         if query.empty:
             return []
+        order = "bm25(lines_fts)" if self._matches_at_most(query) <= RANKED_UP_TO else "lines_fts.rowid DESC"
         hits: dict[int, Hit] = {}
         for expression in (query.as_phrase(), query.match()):
             if expression is None:
                 continue
-            for row_id, hit in self._run(expression, query, session, since, limit):
+            for row_id, hit in self._run(expression, query, session, since, limit, order):
                 hits.setdefault(row_id, hit)
             if len(hits) >= limit:
                 break
         return list(hits.values())[:limit]
 
-    def _run(self, expression: str, query: Query, session: str | None, since: float | None, limit: int):
+    def _matches_at_most(self, query: Query) -> int:
+        """An upper bound on the lines an AND query matches: its rarest part's line count."""
+        counts = []
+        with self._lock:
+            for word in [w for p in query.phrases for w in p] + query.words:
+                row = self._db.execute("SELECT doc FROM lines_vocab WHERE term = ?", (fold(word),)).fetchone()
+                counts.append(row[0] if row else 0)
+            for prefix in query.prefixes:
+                start = fold(prefix)
+                row = self._db.execute("SELECT sum(doc) FROM lines_vocab WHERE term >= ? AND term < ?",
+                                       (start, start + "\U0010ffff")).fetchone()
+                counts.append(row[0] or 0)
+        return min(counts, default=0)
+
+    def _run(self, expression: str, query: Query, session: str | None, since: float | None, limit: int,
+             order: str):
         sql = ("SELECT lines.id, lines.session, lines.start, lines.end, lines.text, lines.words, "
                f"snippet(lines_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
                "FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid "
@@ -128,7 +148,7 @@ class SearchIndex:
         if since is not None:
             sql += " AND sessions.started >= ?"
             args.append(since)
-        sql += " ORDER BY bm25(lines_fts) LIMIT ?"
+        sql += f" ORDER BY {order} LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
