@@ -4,6 +4,7 @@ one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 import shutil
 import signal
 import sqlite3
@@ -21,7 +22,7 @@ from rich.table import Table
 from cht import events as ev
 from cht.analyze.pipeline import analyze_offline
 from cht.config import (RecordOptions, SceneOptions, default_cache_dir, default_data_dir, parse_duration,
-                        parse_since, parse_size, ui_url)
+                        parse_since, parse_size, ui_url, UI_HOST, UI_PORT)
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
@@ -70,9 +71,18 @@ def _load_speech(model: Path | None, language: str | None):
     return SpeechModel(model_dir, language=language)
 
 
+@dataclass
+class UiOptions:
+    enabled: bool = True
+    host: str = UI_HOST
+    port: int = UI_PORT
+    token: str | None = None
+
+
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
             max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s",
-            transcribe: bool = True, model: Path | None = None, language: str | None = None) -> int:
+            transcribe: bool = True, model: Path | None = None, language: str | None = None,
+            ui: UiOptions | None = None) -> int:
     options = RecordOptions(fast=fast, max_segment_s=_parsed(parse_duration, max_segment),
                             min_free_bytes=_parsed(parse_size, min_free))
     scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
@@ -110,14 +120,31 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    web = None
+    if ui is not None and ui.enabled:
+        from cht.web.app import LiveSession, UiState
+        from cht.web.server import WebServer
+
+        state = UiState(data_dir, live={session.id: LiveSession(bus, lifecycle.capture,
+                                                                    lambda: lifecycle.manifest)})
+        web = WebServer(state, host=ui.host, port=ui.port, token=ui.token)
     if source.kind == "listen":
         err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
     with RecordingView(err) as view:
         bus.subscribe(view)
         lifecycle.start()
+        if web is not None:
+            try:
+                web.start()
+                err.print(f"timeline: {web.url(session.id)}")
+            except ChtError as exc:
+                err.print(f"warning: {exc}")
+                web = None
         while not lifecycle.wait(0.2):
             if lifecycle.stop_requested:
                 lifecycle.stop()
+    if web is not None:
+        web.stop()
     manifest = lifecycle.manifest
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
@@ -177,10 +204,15 @@ def record(
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript (`cht transcribe` later)."),
     model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
     language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
+    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
 ) -> None:
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
-                             min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language))
+                             min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
+                             ui=UiOptions(not no_ui, host, port, token)))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -188,10 +220,12 @@ def demo(
     session_id: Optional[str] = typer.Option(None, "--session", help="Name the session."),
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long."),
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
 ) -> None:
     raise typer.Exit(_record("demo", session_id=session_id, append=False, fast=False,
                              max_segment=max_segment, min_free="64M", transcribe=not no_transcribe,
-                             language="en"))
+                             language="en", ui=UiOptions(not no_ui, UI_HOST, port)))
 
 
 @app.command(help="List the sessions in the data dir.")
@@ -340,6 +374,38 @@ def export(
     for path in written:
         if path.suffix in (".md", ".srt", ".vtt", ".txt", ".json"):
             err.print(f"wrote {path}")
+
+
+def _serve(only: str | None, host: str, port: int, token: str | None) -> None:
+    from cht.web.app import UiState
+    from cht.web.server import WebServer
+
+    web = WebServer(UiState(State.data_dir, only=only), host=host, port=port, token=token, fixed_port=True)
+    err.print(f"serving {web.url(only)} (Ctrl-C to stop)")
+    try:
+        web.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command(help="Serve the web timeline of every session in the data dir.")
+def serve(
+    host: str = typer.Option(UI_HOST, "--host", help="Address (beyond loopback a token is required)."),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", help="Token (default: generated when exposed)."),
+) -> None:
+    _serve(None, host, port, token)
+
+
+@app.command(name="open", help="Serve one session's timeline, read-only, and print its URL.")
+def open_session(
+    session_id: str = typer.Argument(..., metavar="ID"),
+    host: str = typer.Option(UI_HOST, "--host"),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535),
+    token: Optional[str] = typer.Option(None, "--token"),
+) -> None:
+    Session.open(State.data_dir, session_id)
+    _serve(session_id, host, port, token)
 
 
 @app.command(help="Save the picture a running recording shows now as a keyframe.")

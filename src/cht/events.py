@@ -154,6 +154,10 @@ class EventBus:
                 log.exception("event listener failed on %s", event.name)
         return event
 
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
     def since(self, seq: int) -> list[Event]:
         """Events after `seq` still in the replay buffer, oldest first."""
         with self._lock:

@@ -219,6 +219,10 @@ class Lifecycle:
                 "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes,
                 "transcript_lag": None if self.transcriber is None else round(self.transcriber.lag_s, 2)}
 
+    def capture(self) -> dict:
+        """Save the picture shown now as a keyframe; RuntimeError says why it cannot."""
+        return self._capture({})
+
     def _capture(self, _request: dict) -> dict:
         if self.analyzer is None:
             raise RuntimeError("analysis is off for this recording (--no-analyze)")

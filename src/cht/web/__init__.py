@@ -1,0 +1,1 @@
+"""The web timeline: an ASGI app (FastAPI) and the page's static files."""

@@ -1,0 +1,71 @@
+"""Everything a request names is checked before it touches the filesystem.
+
+Session ids must be ids the data dir has; media names must be ones the session's own
+records list (manifest segments, frames.jsonl); and the resolved path must stay inside the
+session dir, so `..`, encoded dots, absolute paths and symlinks pointing out all fail.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from pathlib import Path
+
+from fastapi import HTTPException
+
+from cht.analyze.scenes import read_frames
+from cht.errors import ChtError
+from cht.session import Session
+
+_SEGMENT = re.compile(r"seg_\d{5}\.mp4")
+_FRAME = re.compile(r"\d{6}\.\d{3}(\.thumb)?\.jpg")
+
+
+def session_or_404(data_dir: Path, session_id: str, only: str | None = None) -> Session:
+    if only is not None and session_id != only:
+        raise HTTPException(404, "no such session")
+    try:
+        return Session.open(data_dir, session_id)
+    except ChtError:
+        raise HTTPException(404, "no such session") from None
+
+
+def inside(session: Session, relative: str) -> Path:
+    """The file, if it resolves inside the session dir (symlinks followed) and is a file."""
+    root = session.root.resolve()
+    path = (session.root / relative).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise HTTPException(404, "no such file")
+    return path
+
+
+def segment_path(session: Session, name: str) -> Path:
+    if not _SEGMENT.fullmatch(name):
+        raise HTTPException(404, "no such segment")
+    known = {Path(s.file).name for s in session.current_manifest().segments}
+    if name not in known and not (session.is_recording() and (session.segments_dir / name).exists()):
+        raise HTTPException(404, "no such segment")
+    return inside(session, f"segments/{name}")
+
+
+def frame_path(session: Session, name: str) -> Path:
+    if not _FRAME.fullmatch(name):
+        raise HTTPException(404, "no such frame")
+    known = {Path(n).name for f in read_frames(session.root) for n in (f.file, f.thumb)}
+    if name not in known:
+        raise HTTPException(404, "no such frame")
+    return inside(session, f"frames/{name}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_ok(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())

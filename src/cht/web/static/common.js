@@ -1,0 +1,16 @@
+"use strict";
+const $ = (id) => document.getElementById(id);
+const fmt = (s) => { s = Math.max(0, Math.floor(s)); return `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`; };
+async function getJSON(url, options) { const r = await fetch(url, options); if (!r.ok) throw new Error(`${url}: ${r.status}`); return r.json(); }
+function el(tag, props = {}, text) { const e = document.createElement(tag); Object.assign(e, props); if (text !== undefined) e.textContent = text; return e; }
+function showHits(input, hits, onPick) {
+  const box = $("hits"); box.replaceChildren();
+  const r = input.getBoundingClientRect(); box.style.top = `${r.bottom + window.scrollY + 4}px`; box.style.left = `${Math.max(8, r.right - 520)}px`;
+  if (!hits.length) { box.append(el("div", { className: "empty" }, "No match.")); }
+  for (const h of hits) {
+    const row = el("div"); row.innerHTML = `<b>${h.session}</b> ${fmt(h.t)} · ${h.snippet}`;
+    row.addEventListener("click", () => { box.hidden = true; onPick(h); }); box.append(row);
+  }
+  box.hidden = false;
+}
+document.addEventListener("click", (e) => { const box = $("hits"); if (box && !box.contains(e.target)) box.hidden = true; });

@@ -1,0 +1,181 @@
+"""The web timeline in a real browser (Debian's chromium driven by Playwright) against a
+real recording with real speech, and the HTTP-level security checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from cht import events as ev
+from cht.config import RecordOptions
+from cht.index.live import follow
+from cht.index.search import SearchIndex
+from cht.lifecycle import Lifecycle
+from cht.record.sources import parse_source
+from cht.session import Session
+from cht.transcribe.model import SpeechModel
+from cht.web.app import LiveSession, UiState
+from cht.web.server import WebServer
+from conftest import Cht, make_media, wait_for
+from speech import make_speech_video, model_dir
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium (scripts/test does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(page, script: str, timeout: float, what: str):
+    return wait_for(lambda: page.evaluate(script), timeout, 0.1, what=what)
+
+
+def test_live_page_grows_seeks_across_segments_and_catches_up_after_a_server_restart(browser, tmp_path):
+    src = tmp_path / "talk.mp4"
+    make_speech_video(src, [1.0, 13.0], 26.0)
+    data = tmp_path / "data"
+    session = Session.create(data, "web")
+    bus = ev.EventBus()
+    published: list[ev.Event] = []
+    bus.subscribe(published.append)
+    index = SearchIndex(data)
+    life = Lifecycle(session, parse_source(str(src)), RecordOptions(), bus, cache_dir=tmp_path / "cache",
+                     speech=SpeechModel(model_dir(), language="en"))
+    bus.subscribe(follow(index, "web", lambda: life.manifest.started_at, "talk.mp4"))
+    state = UiState(data, live={"web": LiveSession(bus, life.capture, lambda: life.manifest)})
+    web = WebServer(state, host="127.0.0.1", port=free_port(), fixed_port=True)
+    life.start()
+    web.start()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(web.url("web"))
+        poll(page, "window.cht && window.cht.ready", 15, "the page")
+        # Thumbnails, waveform and transcript appear without a reload; the duration ticks.
+        poll(page, "document.querySelectorAll('#thumbs img').length >= 1", 15, "a thumbnail")
+        first = page.inner_text("#duration")
+        time.sleep(2.2)
+        assert page.inner_text("#duration") != first, "the duration must tick"
+        waveform_drawn = """(() => { const c = document.getElementById('wave');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 200 && d[i] < 120) return true; return false; })()"""
+        poll(page, waveform_drawn, 15, "the waveform")
+        poll(page, "document.querySelectorAll('#transcript .line').length >= 1", 20, "transcript text")
+
+        # A forced recorder restart: the second phrase lands in a second segment.
+        wait_for(lambda: life.manifest.duration >= 8.0, 20, what="8 s recorded")
+        os.kill(life.recorder_pid, signal.SIGKILL)
+        wait_for(lambda: len(life.manifest.segments) == 2, 10, what="the second segment")
+
+        # The websocket server goes away mid-run and comes back: the page catches up, once.
+        web.stop()
+        down_from = bus.last_seq
+        time.sleep(4)
+        down_to = bus.last_seq
+        assert down_to > down_from, "events must happen while the server is down"
+        web.start()
+        poll(page, f"window.cht.lastSeq >= {down_to}", 15, "the page to catch up")
+        seqs = page.evaluate("window.cht.seqs")
+        assert len(seqs) == len(set(seqs)), "an event was applied twice"
+        assert set(range(down_from + 1, down_to + 1)) <= set(seqs), "events missed while down were not replayed"
+
+        poll(page, "[...document.querySelectorAll('#transcript .line')].some(r => Number(r.dataset.start) > 13)",
+             40, "a line of the second phrase")
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / "live.png"))
+
+        # Clicking a line seeks the programme to it, also in the second segment.
+        second_start = life.manifest.segments[1].global_start
+        rows = page.query_selector_all("#transcript .line")
+        targets = [rows[0], next(r for r in rows if float(r.get_attribute("data-start")) > second_start + 1)]
+        for row in targets:
+            start = float(row.get_attribute("data-start"))
+            row.click()
+            poll(page, f"Math.abs(window.cht.globalTime() - {start}) <= 0.5 && "
+                       "document.getElementById('video').readyState >= 1", 10, f"a seek to {start}")
+        assert page.evaluate("window.cht.state.seg") == 1
+    finally:
+        life.stop()
+        web.stop()
+    # The finished session, served from its files alone.
+    finished = WebServer(UiState(data), host="127.0.0.1", port=free_port(), fixed_port=True)
+    finished.start()
+    try:
+        page.goto(finished.url("web"))
+        poll(page, "window.cht && window.cht.ready", 15, "the finished page")
+        assert page.text_content("#state") == "stopped"
+        assert len(page.query_selector_all("#transcript .line")) >= 4
+        page.screenshot(path=str(SHOTS / "finished.png"))
+        page.set_viewport_size({"width": 800, "height": 800})
+        page.screenshot(path=str(SHOTS / "finished-800.png"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= 800, "usable at 800 px: no sideways scroll"
+        page.goto(finished.url())
+        poll(page, "document.querySelectorAll('#rows tr').length == 1", 10, "the sessions page")
+    finally:
+        page.close()
+        finished.stop()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A finished session with a planted symlink out of the session dir, served with a token."""
+    cht = Cht(tmp_path / "data")
+    src = make_media(tmp_path / "src.mp4", 3)
+    assert cht.run("record", str(src), "--session", "s", "--fast", "--no-ui").returncode == 0
+    frames = cht.session_dir("s") / "frames"
+    (frames / "000009.000.jpg").symlink_to("/etc/passwd")
+    with open(cht.session_dir("s") / "frames.jsonl", "a") as f:
+        f.write('{"t": 9.0, "file": "frames/000009.000.jpg", "thumb": "frames/000009.000.jpg", '
+                '"score": 1.0, "kind": "manual"}\n')
+    web = WebServer(UiState(cht.data_dir), host="0.0.0.0", port=free_port(), fixed_port=True)
+    web.start()
+    yield f"http://127.0.0.1:{web.port}", web.token
+    web.stop()
+
+
+def test_no_path_from_a_request_leaves_the_session_and_the_token_is_required(served):
+    base, token = served
+    assert token, "bound beyond loopback: a token is generated"
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base) as client:
+        assert client.get("/api/sessions").status_code == 401
+        assert client.get("/media/s/segments/seg_00000.mp4").status_code == 401
+        assert client.get("/api/sessions", params={"token": "wrong"}).status_code == 401
+        ok = client.get("/api/sessions", params={"token": token})
+        assert ok.status_code == 200 and "cht_token" in ok.headers.get("set-cookie", "")
+        assert client.get("/media/s/segments/seg_00000.mp4", headers=auth).status_code == 200
+        for path in ["/media/s/segments/..%2F..%2Fmanifest.json", "/media/s/segments/%2e%2e%2fmanifest.json",
+                     "/media/s/segments/%2Fetc%2Fpasswd", "/media/s/frames/..%2f..%2f..%2fetc%2fpasswd",
+                     "/media/s/frames/000009.000.jpg", "/media/%2e%2e/segments/seg_00000.mp4",
+                     "/media/../s/segments/seg_00000.mp4", "/api/sessions/..%2F..", "/media/s/segments/seg_00000.mp4x",
+                     "/session/%2e%2e", "/api/sessions/s/peaks?spp=7", "/media/s/frames/manifest.json"]:
+            response = client.get(path, headers=auth)
+            assert response.status_code in (404, 422), (path, response.status_code)
+            assert "root:" not in response.text
+    import websockets.sync.client as wsc
+
+    with pytest.raises(Exception):
+        with wsc.connect(base.replace("http", "ws") + "/ws/s") as ws:
+            ws.recv(timeout=5)
