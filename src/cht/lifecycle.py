@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cht.lifecycle")
 
 END_TOLERANCE_S = 0.1  # seconds: a file run that would start this close to the end has ended
+RESERVE_BYTES = 1 << 20  # kept free for the final manifest when the disk fills up
 MAX_QUICK_FAILURES = 3  # a file run that dies this often without media in a row ends the session
 
 
@@ -119,6 +120,7 @@ class Lifecycle:
     def start(self) -> None:
         """Start recording; raise SourceError (leaving nothing behind) if no media comes."""
         self.session.lock()
+        self._reserve_space()
         self._attach_log()
         if self._append_to is not None:
             self._last_index = max((segment_index(Path(s.file)) for s in self._append_to.segments), default=-1)
@@ -325,6 +327,7 @@ class Lifecycle:
         return any(scan.fragments for _, scan in self._tracker.poll())
 
     def _abort_start(self) -> None:
+        self._release_reserve()
         run = self._runs[-1] if self._runs else None
         if run and run.recorder:
             run.recorder.stop(timeout=2)
@@ -484,6 +487,7 @@ class Lifecycle:
         with self._lock:
             if self._finished.is_set():
                 return
+            self._release_reserve()  # room for the last manifest, index and log lines on a full disk
             run = self._runs[-1] if self._runs else None
             if run and run.recorder:
                 run.recorder.stop(timeout=self.options.stop_timeout_s)
@@ -506,6 +510,22 @@ class Lifecycle:
             self._detach_log()
             self.session.unlock()
             self._finished.set()
+
+    def _reserve_space(self) -> None:
+        """Set aside a little space that a full disk cannot take: released on shutdown so the
+        final manifest and logs can still be written."""
+        try:
+            with open(self._reserve_path, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self._reserve_path.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> None:
+        self._reserve_path.unlink(missing_ok=True)
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.session.root / ".reserve"
 
     def _attach_log(self) -> None:
         handler = logging.FileHandler(self.session.log_path, encoding="utf-8")

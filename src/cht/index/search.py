@@ -20,7 +20,7 @@ from cht.transcribe.store import TranscriptLine
 
 INDEX_FILE = "index.sqlite"
 SCHEMA_VERSION = 1
-RANKED_UP_TO = 20_000  # lines a query may match and still be ranked by BM25; past that, newest first
+RANKED_UP_TO = 5_000  # lines a query may match and still be ranked by BM25; past that, newest first
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets; never in speech
 _WORD = re.compile(r"\w+")
 

@@ -122,13 +122,14 @@ function draw() {
   const spp = levelFor(span), pps = 16000 / spp, arr = peaksOf(spp);
   const first = Math.floor(v0 * pps), last = Math.ceil(v1 * pps);
   fetchPeaks(spp, first, last);
-  ctx.fillStyle = "#5b8def"; const mid = h / 2;
+  ctx.fillStyle = "#5b8def"; const mid = h / 2; let drawnPeaks = false;
   for (let col = 0; col < w; col++) {
     const p0 = Math.floor(first + (col / w) * (last - first)), p1 = Math.max(p0 + 1, Math.floor(first + ((col + 1) / w) * (last - first)));
     let lo = 0, hi = 0, any = false;
     for (let p = p0; p < p1; p++) { const a = arr[2 * p], b = arr[2 * p + 1]; if (a === undefined) continue; any = true; lo = Math.min(lo, a); hi = Math.max(hi, b); }
-    if (any) ctx.fillRect(col, mid - (hi / 128) * mid, 1, Math.max(1, ((hi - lo) / 128) * mid));
+    if (any) { drawnPeaks = true; ctx.fillRect(col, mid - (hi / 128) * mid, 1, Math.max(1, ((hi - lo) / 128) * mid)); }
   }
+  if (drawnPeaks) window.cht.drawnWithPeaks = true;
   ctx.fillStyle = "#d1242f88"; for (const f of S.frames) { const fx = x(f.t); if (fx >= 0 && fx <= w) ctx.fillRect(fx, 0, 1.5, h); }
   ctx.fillStyle = "#1d232b"; ctx.fillRect(x(globalTime()), 0, 2, h);
   $("viewLabel").textContent = `${fmt(v0)} – ${fmt(v1)}`;
