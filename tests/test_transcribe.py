@@ -197,3 +197,36 @@ def test_a_bad_model_or_language_is_one_line_and_records_nothing(cht: Cht, tmp_p
     assert result.stderr.strip().count("\n") == 0 and needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not cht.session_dir("bad").exists()
+
+
+def test_a_second_stop_request_leaves_the_rest_for_cht_transcribe(tmp_path):
+    from cht.config import RecordOptions
+    from cht.lifecycle import Lifecycle
+    from cht.record.sources import parse_source
+    from cht.session import Session
+    from cht.transcribe.offline import pending, transcribe_session
+
+    src = tmp_path / "two.mp4"
+    truth = make_speech_video(src, [0.5, 11.0], 21.0)
+    session = Session.create(tmp_path / "data", "hurry")
+    bus = ev.EventBus()
+    slow = SlowModel(SpeechModel(model_dir(), language="en"), extra_s=4.0)  # far behind real time
+    life = Lifecycle(session, parse_source(str(src)), RecordOptions(), bus, cache_dir=tmp_path / "cache",
+                     speech=slow)
+    draining = threading.Event()
+    bus.subscribe(lambda e: isinstance(e, ev.TranscriptLag) and e.draining and draining.set())
+    life.start()
+    assert draining.wait(60), "the end of the source starts the drain"
+    life.request_stop()  # the user asks to stop while it drains, then asks again: leave the rest
+    life.request_stop()
+    assert life.wait(30)
+    manifest = session.current_manifest()
+    assert manifest.state == "stopped"
+    left = pending(session.root, manifest)
+    assert left, "a hurried stop leaves audio untranscribed"
+    index = json.loads((session.root / "transcript" / "index.json").read_text())
+    assert not index["complete"] and index["pending"]
+    assert transcribe_session(session.root, manifest, SpeechModel(model_dir(), language="en")) == []
+    heard = transcript_words(session.root)
+    found = match(truth, heard)
+    assert sum(bool(v) for v in found.values()) >= len(truth) - 2 and all(len(v) <= 1 for v in found.values())

@@ -106,6 +106,11 @@ def test_live_page_grows_seeks_across_segments_and_catches_up_after_a_server_res
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SHOTS / "live.png"))
 
+        # LIVE follows the live edge, a few seconds behind at most.
+        page.keyboard.press("l")
+        poll(page, f"!document.getElementById('video').paused && "
+                   f"window.cht.globalTime() > {life.manifest.duration} - 6", 15, "the player at the live edge")
+
         # Clicking a line seeks the programme to it, also in the second segment.
         second_start = life.manifest.segments[1].global_start
         rows = page.query_selector_all("#transcript .line")
@@ -179,3 +184,35 @@ def test_no_path_from_a_request_leaves_the_session_and_the_token_is_required(ser
     with pytest.raises(Exception):
         with wsc.connect(base.replace("http", "ws") + "/ws/s") as ws:
             ws.recv(timeout=5)
+
+
+def test_cht_open_serves_one_session_read_only(tmp_path):
+    import subprocess
+
+    from conftest import CHT
+
+    cht = Cht(tmp_path / "data")
+    src = make_media(tmp_path / "src.mp4", 2)
+    for name in ("one", "two"):
+        assert cht.run("record", str(src), "--session", name, "--fast", "--no-ui", "--no-transcribe").returncode == 0
+    port = free_port()
+    proc = subprocess.Popen([*CHT, "open", "one", "--port", str(port)], env=cht.env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/session/one" in line, line
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get(base + "/api/sessions") is not None, 10, what="the server")
+        assert [s["id"] for s in _get(base + "/api/sessions").json()] == ["one"]
+        assert _get(base + "/api/sessions/two").status_code == 404
+        assert httpx.post(base + "/api/sessions/one/capture").status_code == 409
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    assert proc.returncode == 0
+
+
+def _get(url: str):
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None

@@ -34,6 +34,7 @@ ENCODE_PAD_S = 2.0  # ... and at least this much silence after a chunk's last sa
 FULL_WINDOW_FRAMES = 3000  # Whisper's own 30 s window, in mel frames (100 a second)
 TOKENS_PER_S = 8  # more text tokens than this per second of audio is a decoding loop
 MAX_WORDS_PER_S = 6.0  # ... as is more words than this
+PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
 SAMPLE_RATE = 16_000
 
 
@@ -120,7 +121,7 @@ class SpeechModel:
         self.device = "cuda" if cuda else "cpu"
         if language is not None and language not in _LANGUAGE_CODES:
             raise ModelError(f"--language {language!r} is not a Whisper language code: use e.g. en, de, fr, es, ja")
-        self.language = language
+        self.language = language  # None: detected, then pinned (PIN_LANGUAGE_P)
         self.retries = 0  # results decoded again with the full window
         try:
             self._model = _ShortWindowWhisper(
@@ -155,6 +156,10 @@ class SpeechModel:
             max_new_tokens=int(10 + TOKENS_PER_S * seconds), **({"temperature": 0.0} if draft else {}),
         )
         words = []
+        segments = list(segments)
+        if self.language is None and not draft and info.language_probability >= PIN_LANGUAGE_P and seconds >= 2.0:
+            self.language = info.language  # detected confidently once: short chunks never flip it
+            log.info("spoken language: %s (p=%.2f)", info.language, info.language_probability)
         for segment in segments:
             if word_timestamps and segment.words:
                 words += [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in segment.words]
