@@ -216,3 +216,39 @@ def _get(url: str):
         return httpx.get(url, timeout=2)
     except httpx.HTTPError:
         return None
+
+
+def test_serve_follows_a_recording_of_another_process_and_searches_every_session(browser, tmp_path):
+    cht = Cht(tmp_path / "data")
+    src = tmp_path / "talk.mp4"
+    make_speech_video(src, [1.0], 16.0)
+    proc = cht.start("record", str(src), "--session", "elsewhere", "--language", "en", "--no-ui")
+    web = WebServer(UiState(cht.data_dir), host="127.0.0.1", port=free_port(), fixed_port=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        wait_for(lambda: (cht.session_dir("elsewhere") / "manifest.json").exists(), 20, what="the recording")
+        web.start()
+        page.goto(web.url("elsewhere"))
+        poll(page, "window.cht && window.cht.ready", 15, "the page")
+        assert page.text_content("#state") == "recording"
+        first = page.inner_text("#duration")
+        poll(page, f"document.getElementById('duration').textContent != '{first}'", 15, "the duration to grow")
+        poll(page, "document.querySelectorAll('#transcript .line').length >= 2", 30, "transcript from the files")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        poll(page, "document.getElementById('state').textContent == 'stopped'", 15, "the stop")
+        # The sessions page searches every session; a hit opens that moment.
+        page.goto(web.url())
+        poll(page, "document.querySelectorAll('#rows tr').length == 1", 10, "the sessions page")
+        page.fill("#q", '"fail better"')
+        page.press("#q", "Enter")
+        page.wait_for_selector("#hits div mark", timeout=10_000)
+        page.click("#hits div")
+        poll(page, "location.pathname == '/session/elsewhere' && window.cht && window.cht.ready", 10, "the hit")
+        poll(page, "Math.abs(window.cht.globalTime() - Number(new URLSearchParams(location.search).get('t'))) < 0.5",
+             10, "the seek to the hit")
+    finally:
+        if proc.poll() is None:
+            Cht.stop(proc)
+        page.close()
+        web.stop()

@@ -62,6 +62,7 @@ class RecordOptions:
     fragment_s: float = 1.0  # seconds of media per fMP4 fragment: the most a kill -9 can lose
     watchdog_s: float = 0.25  # seconds between checks that the recorder is alive
     tick_s: float = 1.0  # seconds between live ticks (duration updates, status line)
+    manifest_every_s: float = 5.0  # seconds between live manifest writes (other processes read it)
     fast: bool = False  # file sources: record as fast as possible instead of at real pace
     min_free_bytes: int = 64 * 1024 * 1024  # bytes: stop cleanly when the data dir has less free
     first_media_timeout_s: float = 20.0  # seconds a pulled source may take to deliver media

@@ -107,6 +107,7 @@ class Lifecycle:
         self._log_handler: logging.Handler | None = None
         self._keyframes: list[float] | None = None
         self._quick_failures = 0
+        self._manifest_saved_at = 0.0
         self._went_live = False
         self._last_index = -1
         self._file_started_wall = 0.0  # epoch s when a file source started playing
@@ -368,6 +369,8 @@ class Lifecycle:
                 self.bus.publish(ev.WentLive(duration))
             self.bus.publish(ev.DurationChanged(duration, self._last_index, self.bytes))
             self.bus.publish(ev.LiveTick(duration))
+            if time.monotonic() - self._manifest_saved_at >= self.options.manifest_every_s:
+                self._save_manifest()  # `cht serve` and `cht info` in other processes see it grow
             free = _free_bytes(self.session.root)
             if free is not None and free < self.options.min_free_bytes:
                 log.warning("only %d bytes free in the data dir: stopping", free)
@@ -474,6 +477,7 @@ class Lifecycle:
         return found
 
     def _save_manifest(self) -> None:
+        self._manifest_saved_at = time.monotonic()
         try:
             self.session.save_manifest(self.manifest)
         except OSError as exc:

@@ -46,7 +46,7 @@ function leaveLive() { S.follow = false; $("liveBtn").classList.remove("on"); }
 async function loadSession() {
   const data = await getJSON(`/api/sessions/${encodeURIComponent(ID)}`);
   S.manifest = data.manifest; S.live = data.live; S.seq = Math.max(S.seq, data.seq);
-  S.state = data.live ? "recording" : data.manifest.state;
+  S.state = data.live || data.manifest.state === "recording" ? "recording" : data.manifest.state;
   S.frames = data.frames;
   for (const line of data.transcript) S.lines.set(line.chunk, line);
   document.title = `cht · ${ID}`; $("title").textContent = ID;
@@ -173,7 +173,7 @@ function connect() {
   ws.onclose = () => { if (S.live) setTimeout(connect, Math.min(5000, 500 * 2 ** S.retry++)); };
 }
 function handle(e) {
-  if (e.type === "NotLive") { S.live = false; return; }
+  if (e.type === "NotLive") { S.live = false; followFiles(); return; }
   if (e.type === "Resync") { S.seq = e.seq; loadSession(); return; }
   if (e.seq <= S.seq) return;  // already seen: a replay after reconnecting
   S.seq = e.seq; S.seqs.push(e.seq);
@@ -206,6 +206,15 @@ function handle(e) {
   }
   if (S.follow && video.paused === false && S.manifest.duration - globalTime() > 8) seek(S.manifest.duration - 2.5, true);
 }
+// A session recorded by another process (`cht serve` beside `cht record`): no bus here, so
+// follow its files instead, every few seconds, until it stops.
+function followFiles() {
+  if (S.state !== "recording" || S.polling) return;
+  S.polling = setInterval(async () => {
+    await loadSession();
+    if (S.manifest.state !== "recording") { clearInterval(S.polling); S.polling = null; }
+  }, 3000);
+}
 function toast(text) { const t = $("toast"); t.textContent = text; t.style.display = "block"; setTimeout(() => { t.style.display = "none"; }, 5000); }
 
 // ---- controls ----
@@ -234,6 +243,6 @@ setInterval(() => { if (!video.paused) tick(); }, 250);
   await loadSession();
   const wanted = Number(new URLSearchParams(location.search).get("t"));
   if (segments().length) { if (S.live && !wanted) goLive(); else seek(wanted || 0, false); }
-  if (S.live) connect();
+  if (S.live) connect(); else followFiles();
   window.cht.ready = true;
 })();
