@@ -4,14 +4,15 @@ one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 import shutil
 import signal
 import sqlite3
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -177,6 +178,15 @@ def _parsed(parse, text: str):
         raise SessionError(str(exc)) from None
 
 
+@contextmanager
+def _progress(label: str, duration: float) -> Iterator[Callable[[float], None]]:
+    """A transient progress bar over a session's media; yields the callback taking global time."""
+    with Progress(TextColumn(label), BarColumn(), TextColumn("{task.fields[at]}"), TimeRemainingColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task(label, total=max(duration, 0.001), at="")
+        yield lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(duration)}")
+
+
 def _check_free_space(data_dir: Path, min_free: int) -> None:
     existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), Path("/"))
     try:
@@ -284,14 +294,8 @@ def analyze(
     if session.is_recording():
         raise SessionError(f"session {session_id} is still recording: its analysis is running live")
     manifest = session.current_manifest()
-    with Progress(TextColumn("analysing"), BarColumn(), TextColumn("{task.fields[at]}"), TimeRemainingColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task("analyse", total=max(manifest.duration, 0.001), at="")
-        frames = analyze_offline(
-            session.root, manifest.segments, ev.EventBus(),
-            lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(manifest.duration)}"),
-            scene_options,
-        )
+    with _progress("analysing", manifest.duration) as report:
+        frames = analyze_offline(session.root, manifest.segments, ev.EventBus(), report, scene_options)
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
     out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")
 
@@ -304,6 +308,7 @@ def transcribe(
     language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
 ) -> None:
     from cht.transcribe.offline import pending, transcribe_session
+    from cht.transcribe.store import read_spoken
 
     session = Session.open(State.data_dir, session_id)
     if session.is_recording():
@@ -314,17 +319,10 @@ def transcribe(
         out.print(f"{session.id}: the transcript covers the whole session (--all transcribes it again)")
         return
     speech = _load_speech(model, language)
-    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.fields[at]}"), TimeRemainingColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task("transcribe", total=max(manifest.duration, 0.001), at="")
-        left = transcribe_session(
-            session.root, manifest, speech, redo=redo,
-            progress=lambda t: progress.update(task, completed=t, at=f"{fmt_time(t)} / {fmt_time(manifest.duration)}"),
-        )
-    from cht.transcribe.store import read_lines
-
+    with _progress("transcribing", manifest.duration) as report:
+        left = transcribe_session(session.root, manifest, speech, redo=redo, progress=report)
     _reindex(session)
-    lines = [line for line in read_lines(session.root / "transcript.jsonl") if line.text]
+    lines = read_spoken(session.root)
     words = sum(len(line.words) for line in lines)
     out.print(f"transcribed {session.id}: {len(lines)} line(s), {words} word(s)"
               + (f"; {sum(b - a for a, b in left):.0f} s still missing" if left else ""))

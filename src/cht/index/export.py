@@ -14,15 +14,11 @@ from cht.console import fmt_time
 from cht.errors import SessionError
 from cht.index.cues import cues, to_srt, to_vtt
 from cht.session import Manifest, Session
-from cht.transcribe.store import TRANSCRIPT, TranscriptLine, read_lines
+from cht.transcribe.store import TranscriptLine, read_spoken
 
 FORMATS = ("srt", "vtt", "txt", "md", "json")
 JSON_SCHEMA = "cht.export/1"
 WAVEFORM_LEVELS = {160: "audio/waveform.json", 1600: "audio/waveform-1600.json", 16000: "audio/waveform-16000.json"}
-
-
-def spoken(session: Session) -> list[TranscriptLine]:
-    return sorted((line for line in read_lines(session.root / TRANSCRIPT) if line.text), key=lambda x: x.start)
 
 
 def export(session: Session, fmt: str, out: Path | None, *, per_segment: bool = False) -> list[Path]:
@@ -32,7 +28,7 @@ def export(session: Session, fmt: str, out: Path | None, *, per_segment: bool = 
     if per_segment and fmt not in ("srt", "vtt"):
         raise SessionError("--per-segment is for subtitles: use it with --format srt or vtt")
     manifest = session.current_manifest()
-    lines = spoken(session)
+    lines = read_spoken(session.root)
     if fmt == "md":
         target = out or Path(f"{session.id}.md")
         return markdown(session, manifest, lines, target)

@@ -10,7 +10,7 @@ from typing import Callable
 from cht import events as ev
 from cht.index.search import SearchIndex
 from cht.session import Session, epoch, list_sessions
-from cht.transcribe.store import TRANSCRIPT, TranscriptLine, read_lines
+from cht.transcribe.store import TranscriptLine, read_spoken
 
 log = logging.getLogger("cht.index")
 
@@ -35,7 +35,7 @@ def follow(index: SearchIndex, session_id: str, started: Callable[[], str], sour
 def reindex_session(index: SearchIndex, session: Session) -> int:
     """Replace a session's lines with what its transcript holds; returns the line count."""
     manifest = session.current_manifest()
-    lines = [line for line in read_lines(session.root / TRANSCRIPT) if line.text]
+    lines = read_spoken(session.root)
     started = epoch(manifest.started_at) if manifest.started_at else session.root.stat().st_mtime
     index.replace_session(session.id, lines, started=started, source=manifest.source)
     return len(lines)

@@ -71,22 +71,16 @@ class SearchIndex:
     def add(self, session: str, lines: list[TranscriptLine], *, started: float | None = None,
             source: str | None = None) -> None:
         """Add (or replace, by chunk) a session's final lines."""
-        rows = [(session, line.chunk, line.start, line.end, line.text, _compact(line.words))
-                for line in lines if line.text]
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            if started is not None:
-                self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, started, source or ""))
-            self._db.executemany("DELETE FROM lines WHERE session = ? AND chunk = ?", [r[:2] for r in rows])
-            self._db.executemany("INSERT INTO lines (session, chunk, start, end, text, words) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._insert(session, lines, started, source)
 
     def replace_session(self, session: str, lines: list[TranscriptLine], *, started: float, source: str) -> None:
+        """All of a session's lines at once: readers see the old set or the new, never none."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
-        self.add(session, lines, started=started, source=source)
+            self._drop(session)
+            self._insert(session, lines, started, source)
 
     def sessions(self) -> set[str]:
         with self._lock:
@@ -97,8 +91,20 @@ class SearchIndex:
         for session in self.sessions() - keep:
             with self._lock, self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
-                self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
+                self._drop(session)
+
+    def _insert(self, session: str, lines: list[TranscriptLine], started: float | None, source: str | None) -> None:
+        rows = [(session, line.chunk, line.start, line.end, line.text, _compact(line.words))
+                for line in lines if line.text]
+        if started is not None:
+            self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, started, source or ""))
+        self._db.executemany("DELETE FROM lines WHERE session = ? AND chunk = ?", [r[:2] for r in rows])
+        self._db.executemany("INSERT INTO lines (session, chunk, start, end, text, words) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def _drop(self, session: str) -> None:
+        self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
+        self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
 
     # -- searching --
 

@@ -39,7 +39,6 @@ class Chunk:
     marks: list[tuple[int, float]]  # (sample offset, global seconds), first at offset 0
     speech: bool
     probs: list[float] = field(default_factory=list)  # VAD speech probability per window
-    provisional: bool = False
 
     def onset(self, start: float, end: float) -> float:
         """A word's start moved to where the VAD hears speech begin: Whisper puts the first
@@ -135,8 +134,7 @@ class Chunker:
         """A copy of the chunk being gathered, if it holds speech (for a provisional text)."""
         if not self._length or not self._has_speech(self._probs):
             return None
-        return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, list(self._probs),
-                     provisional=True)
+        return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, list(self._probs))
 
     # -- where to cut --
 

@@ -102,6 +102,11 @@ def read_lines(path: Path) -> list[TranscriptLine]:
     return lines
 
 
+def read_spoken(session_root: Path) -> list[TranscriptLine]:
+    """A session's final lines that hold words, in time order (silence lines left out)."""
+    return sorted((line for line in read_lines(session_root / TRANSCRIPT) if line.text), key=lambda x: x.start)
+
+
 def merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     merged: list[tuple[float, float]] = []
     for a, b in sorted(spans):

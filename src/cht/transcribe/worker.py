@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
@@ -85,18 +84,16 @@ class Transcriber:
         for chunk in self._chunker.flush():
             self._enqueue(chunk)
 
-    def stop(self, progress: Callable[[float], None] | None = None) -> bool:
-        """Flush and transcribe everything queued; True when nothing is left missing.
-        `abandon()` from another thread cuts the drain short."""
+    def stop(self) -> bool:
+        """Flush and transcribe everything queued (progress: `TranscriptLag(draining=True)`);
+        True when nothing is left missing. `abandon()` from another thread cuts it short."""
         self.flush()
         with self._cond:
             self._closing = True
             self._provisional = None
             self._cond.notify_all()
         while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.5)
-            if progress:
-                progress(self._queued_s)
+            self._thread.join(0.5)  # short waits: a second Ctrl-C (abandon) is handled meanwhile
         if not self._abandon:
             self._flush_silence()
         self._write_index(force=True)

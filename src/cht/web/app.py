@@ -21,7 +21,7 @@ from cht.analyze.audio import LEVELS, level_name, read_dat_range
 from cht.analyze.scenes import read_frames
 from cht.index.search import MARK_END, MARK_START, SearchIndex
 from cht.session import Manifest, list_sessions
-from cht.transcribe.store import INDEX, TRANSCRIPT, read_lines
+from cht.transcribe.store import INDEX, read_spoken
 from cht.web.guard import frame_path, segment_path, session_or_404, token_ok
 
 STATIC = Path(__file__).parent / "static"
@@ -43,6 +43,14 @@ class UiState:
     data_dir: Path
     only: str | None = None  # `cht open ID`: this session and nothing else
     live: dict[str, LiveSession] = field(default_factory=dict)
+    _index: SearchIndex | None = None
+
+    @property
+    def index(self) -> SearchIndex:
+        """One search index for every request (it serialises its own use)."""
+        if self._index is None:
+            self._index = SearchIndex(self.data_dir)
+        return self._index
 
 
 def create_app(state: UiState, token: str | None = None) -> FastAPI:
@@ -91,8 +99,7 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             "frames": [{"t": f.t, "kind": f.kind, "url": f"/media/{session_id}/frames/{Path(f.file).name}",
                         "thumb": f"/media/{session_id}/frames/{Path(f.thumb).name}"} for f in read_frames(sess.root)],
             "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
-                            "final": True} for line in sorted(read_lines(sess.root / TRANSCRIPT), key=lambda x: x.start)
-                           if line.text],
+                            "final": True} for line in read_spoken(sess.root)],
             "levels": [spp for spp in LEVELS if (sess.root / "audio" / f"{level_name(spp)}.dat").exists()],
         }
 
@@ -115,11 +122,7 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             session(session_id)
         elif state.only:
             session_id = state.only
-        index = SearchIndex(state.data_dir)
-        try:
-            hits = index.search(q, session=session_id, limit=limit)
-        finally:
-            index.close()
+        hits = state.index.search(q, session=session_id, limit=limit)
         return [{"session": h.session, "t": h.t, "text": h.text, "url": f"/session/{h.session}?t={h.t:.2f}",
                  "snippet": html.escape(h.snippet).replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")}
                 for h in hits]
