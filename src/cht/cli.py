@@ -32,9 +32,12 @@ from cht.index.live import follow, reindex_all, reindex_session
 from cht.index.query import parse as parse_query
 from cht.index.search import MARK_END, MARK_START, SearchIndex
 from cht.lifecycle import Lifecycle, source_label
+from cht.ingest.endpoints import __doc__ as ENDPOINTS_DOC
 from cht.record.sources import HELP as SOURCE_HELP
 from cht.record.sources import parse_source
 from cht.session import Session, check_id, list_sessions
+
+LISTEN_HELP = ENDPOINTS_DOC.split("\n\n")[1] + "\n"
 
 app = typer.Typer(
     add_completion=False,
@@ -110,11 +113,36 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
-    index = _open_index()
-    if index is not None:
-        bus.subscribe(follow(index, session.id, lambda: lifecycle.manifest.started_at, source_label(source)))
     lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
                           analyze=analyze, scene_options=scene_options, speech=speech)
+    if source.kind == "listen":
+        err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
+    return _drive(lifecycle, session, bus, source_label(source), ui)
+
+
+def _attach(*, timeout: float, analyze: bool, min_scene: str, transcribe: bool, model: Path | None,
+            language: str | None, ui: UiOptions | None) -> int:
+    """`cht record --attach`: the session the ingest service records, analysed here."""
+    from cht.ingest.attach import AttachedSession, wait_for_session
+
+    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
+    speech = _load_speech(model, language) if transcribe and analyze else None
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    err.print(f"waiting for the ingest service's session in {State.data_dir} (up to {timeout:g} s)")
+    session = wait_for_session(State.data_dir, timeout, lambda: bool(stop), lambda m: err.print(m, soft_wrap=True))
+    bus = ev.EventBus()
+    attached = AttachedSession(session, bus, analyze=analyze, scene_options=scene_options, speech=speech)
+    return _drive(attached, session, bus, attached.manifest.source, ui)
+
+
+def _drive(lifecycle, session: Session, bus: ev.EventBus, label: str, ui: UiOptions | None) -> int:
+    """Run a recording (or an attached session) to its end: Ctrl-C / SIGTERM stop it, the
+    web timeline and the search index follow it, the terminal shows its status."""
+    index = _open_index()
+    if index is not None:
+        bus.subscribe(follow(index, session.id, lambda: lifecycle.manifest.started_at, label))
 
     def on_signal(signum, _frame):
         lifecycle.request_stop()
@@ -126,11 +154,9 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
         from cht.web.app import LiveSession, UiState
         from cht.web.server import WebServer
 
-        state = UiState(data_dir, live={session.id: LiveSession(bus, lifecycle.capture,
-                                                                    lambda: lifecycle.manifest)})
+        state = UiState(State.data_dir, live={session.id: LiveSession(bus, lifecycle.capture,
+                                                                          lambda: lifecycle.manifest)})
         web = WebServer(state, host=ui.host, port=ui.port, token=ui.token)
-    if source.kind == "listen":
-        err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
     with RecordingView(err) as view:
         bus.subscribe(view)
         lifecycle.start()
@@ -149,7 +175,8 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     manifest = lifecycle.manifest
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
-    return 0 if manifest.state == "stopped" and not manifest.reason.startswith("disk full") else EXIT_ABNORMAL_END
+    return 0 if manifest.state in ("stopped", "recording") and not manifest.reason.startswith("disk full") \
+        else EXIT_ABNORMAL_END
 
 
 def _open_index() -> SearchIndex | None:
@@ -203,7 +230,7 @@ def _check_free_space(data_dir: Path, min_free: int) -> None:
 @app.command(help="Record SOURCE until Ctrl-C / SIGTERM (or until a file source ends).\n\n\b\nSOURCE forms:\n"
              + SOURCE_HELP)
 def record(
-    source: str = typer.Argument(..., help="What to record (see the forms above)."),
+    source: Optional[str] = typer.Argument(None, help="What to record (see the forms above)."),
     session_id: Optional[str] = typer.Option(None, "--session", help="Name the session (letters, digits, . _ -)."),
     append: bool = typer.Option(False, "--append", help="Continue an existing --session after a gap."),
     fast: bool = typer.Option(False, "--fast", help="File sources: record as fast as possible, not at real pace."),
@@ -218,11 +245,24 @@ def record(
     host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
     port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
     token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
+    attach: bool = typer.Option(False, "--attach", help="No SOURCE: analyse the session `cht ingest` records."),
+    timeout: str = typer.Option("30s", "--timeout", help="--attach: how long to wait for the ingest's session."),
 ) -> None:
+    ui = UiOptions(not no_ui, host, port, token)
+    if attach:
+        if source is not None or session_id is not None or append:
+            raise SessionError("--attach records no SOURCE of its own and takes no --session/--append: "
+                               "the ingest service names the session")
+        raise typer.Exit(_attach(timeout=_parsed(parse_duration, timeout), analyze=not no_analyze,
+                                 min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
+                                 ui=ui))
+    if source is None:
+        raise SessionError("record needs a SOURCE (a file, a URL, a listener, 'screen' or 'demo'), "
+                           "or --attach to analyse what `cht ingest` records")
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
                              min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                             ui=UiOptions(not no_ui, host, port, token)))
+                             ui=ui))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -236,6 +276,61 @@ def demo(
     raise typer.Exit(_record("demo", session_id=session_id, append=False, fast=False,
                              max_segment=max_segment, min_free="64M", transcribe=not no_transcribe,
                              language="en", ui=UiOptions(not no_ui, UI_HOST, port)))
+
+
+@app.command(help="Accept pushed streams (RTMP, SRT, MPEG-TS over TCP) and record each client's stream as a "
+             "session, relaying it live to viewers, until Ctrl-C / SIGTERM.\n\n\b\nLISTEN forms:\n" + LISTEN_HELP)
+def ingest(
+    listen: list[str] = typer.Option(..., "--listen", help="Where to accept streams (repeat for several)."),
+    grace: str = typer.Option("60s", "--grace", help="A client back within this long continues its session."),
+    max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long."),
+    min_free: str = typer.Option("64M", "--min-free", help="Stop a recording cleanly when less space is free."),
+    relay_host: str = typer.Option(UI_HOST, "--relay-host", help="Relay address (beyond loopback it needs a token)."),
+    relay_port: int = typer.Option(8766, "--relay-port", min=0, max=65535, help="Relay HTTP port (0: any free one)."),
+    no_relay: bool = typer.Option(False, "--no-relay", help="No live MPEG-TS relay for viewers."),
+    token: Optional[str] = typer.Option(None, "--token", help="Relay token (default: generated when exposed)."),
+) -> None:
+    from cht.config import IngestOptions
+    from cht.ingest.endpoints import parse_endpoint
+    from cht.ingest.relay import Relay
+    from cht.ingest.service import LOG, IngestService
+
+    endpoints = [parse_endpoint(spec) for spec in listen]
+    ports = [(e.scheme == "srt", e.port) for e in endpoints]
+    if len(set(ports)) != len(ports):
+        raise SessionError("two --listen URLs use the same port: give each its own")
+    options = IngestOptions(grace_s=_parsed(parse_duration, grace))
+    record_options = RecordOptions(max_segment_s=_parsed(parse_duration, max_segment),
+                                   min_free_bytes=_parsed(parse_size, min_free))
+    relay = None if no_relay else Relay(relay_host, relay_port, token)
+    service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    _log_to(err, State.data_dir / LOG)
+    service.start()
+    for endpoint in endpoints:
+        err.print(f"listening on {endpoint.label}")
+    if relay is not None:
+        err.print(f"relay: {relay.url()} (MPEG-TS; ffplay or VLC open it)")
+    err.print(f"attach with: cht --data-dir {State.data_dir} record --attach   (Ctrl-C stops the service)")
+    while not stop:
+        time.sleep(0.2)
+    err.print("stopping: finishing the recordings")
+    service.stop()
+
+
+def _log_to(console: Console, path: Path) -> None:
+    """Log lines on the terminal and in `path` (the ingest service's own log)."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("cht")
+    root.setLevel(logging.INFO)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(to_file)
+    root.addHandler(RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False))
 
 
 @app.command(help="List the sessions in the data dir.")

@@ -29,6 +29,18 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("cht", appauthor=False))
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (what may go without a token or key)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 UI_HOST = "127.0.0.1"
 UI_PORT = 8765
 
@@ -105,6 +117,16 @@ def parse_size(text: str) -> int:
     if size < 0 or size > 2**50:
         raise ValueError(f"{text!r} is out of range")
     return size
+
+
+@dataclass
+class IngestOptions:
+    """How `cht ingest` treats its clients."""
+
+    grace_s: float = 60.0  # seconds a client may be gone and come back into the same session
+    handshake_timeout_s: float = 5.0  # seconds a new connection gets to prove it is a publisher
+    stall_timeout_s: float = 30.0  # seconds a publishing client may send nothing before it is dropped
+    max_pending: int = 32  # connections per port still proving themselves; more are closed at once
 
 
 @dataclass

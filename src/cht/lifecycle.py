@@ -20,16 +20,16 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from cht import events as ev
-from cht.analyze.pipeline import Analyzer, clear_derived
 from cht.config import RecordOptions, SceneOptions
 from cht.control import ControlServer
 from cht.errors import SourceError
+from cht.live_analysis import LiveAnalysis
 from cht.media.ffmpeg import keyframe_times, recorder_args
 from cht.record.demo import generator_args
-from cht.record.feed import PipeFeed
+from cht.record.feed import Feed, PipeFeed
 from cht.record.recorder import Recorder
 from cht.record.sources import Source
 from cht.record.tracker import SegmentTracker
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from cht.transcribe.model import SpeechModel
     from cht.transcribe.worker import Transcriber
 
+Relay = Callable[[bytes], None]
+
 log = logging.getLogger("cht.lifecycle")
 
 END_TOLERANCE_S = 0.1  # seconds: a file run that would start this close to the end has ended
@@ -69,6 +71,7 @@ class Run:
         self.metadata = metadata
         self.first_media_at: float | None = None  # epoch s, once its first fragment has landed
         self.recorder: Recorder | None = None
+        self.handled = False  # its exit has been dealt with
 
 
 class Lifecycle:
@@ -84,6 +87,9 @@ class Lifecycle:
         analyze: bool = True,
         scene_options: SceneOptions | None = None,
         speech: SpeechModel | None = None,
+        feed: Feed | None = None,
+        relay: Relay | None = None,
+        control: bool = True,
     ) -> None:
         self.session = session
         self.source = source
@@ -91,14 +97,14 @@ class Lifecycle:
         self.bus = bus
         self._cache_dir = cache_dir
         self._append_to = append_to
-        self._analyze = analyze
-        self._scene_options = scene_options
-        self._speech = speech
-        self.analyzer: Analyzer | None = None
-        self.transcriber: Transcriber | None = None
-        self._control = ControlServer(session.control_path, {"status": self._status, "capture": self._capture})
+        self.analysis = LiveAnalysis(session.root, bus, lambda: self.manifest.segments,
+                                     scene_options=scene_options, speech=speech,
+                                     start_over=append_to is not None) if analyze else None
+        self._control = ControlServer(session.control_path, {"status": self._status, "capture": self._capture}) \
+            if control else None
         self._tracker = SegmentTracker(session.segments_dir)
-        self._feed: PipeFeed | None = None
+        self._feed = feed  # a pushed stream's bytes; the demo makes its own generator
+        self._relay = relay  # gets the live stream as MPEG-TS from every run
         self._runs: list[Run] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -126,7 +132,7 @@ class Lifecycle:
         if self._append_to is not None:
             self._last_index = max((segment_index(Path(s.file)) for s in self._append_to.segments), default=-1)
             self._refresh()
-        if self.source.stdin_fed:
+        if self.source.stdin_fed and self._feed is None:
             self._feed = PipeFeed(generator_args(self._cache_dir), self.session.recorder_log_path)
             self._feed.start()
         try:
@@ -138,17 +144,18 @@ class Lifecycle:
         self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
         self._refresh()
         self._save_manifest()
-        if self._analyze:
-            self._start_analysis()
-        self._control.start()
+        if self.analysis is not None:
+            self.analysis.start()
+        if self._control is not None:
+            self._control.start()
         self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
         self._thread.start()
 
     def request_stop(self) -> None:
         """Ask for a stop from a signal handler; `stop()` then does the work. Asked again
         while stopping, it leaves what is not transcribed yet for `cht transcribe`."""
-        if self._stopping.is_set() and self.transcriber is not None:
-            self.transcriber.abandon()
+        if self._stopping.is_set() and self.analysis is not None:
+            self.analysis.abandon_transcription()
         self._stopping.set()
 
     @property
@@ -172,67 +179,44 @@ class Lifecycle:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None
 
-    def _start_analysis(self) -> None:
-        """Analysis runs beside the recording; if it cannot start, the recording goes on."""
-        try:
-            if self._append_to is not None:  # analysis starts over with every segment, old ones first
-                clear_derived(self.session.root)
-            self.analyzer = Analyzer(self.session.root, self.session.root, self.bus,
-                                     lambda: self.manifest.segments, self._scene_options)
-            if self._speech is not None:
-                self._start_transcription(self.analyzer)
-            self.analyzer.start()
-        except OSError as exc:
-            self.analyzer = None
-            log.error("analysis could not start: %s", exc)
-            self.bus.publish(ev.Warning(f"analysis is off for this recording: {exc.strerror or exc}"))
+    @property
+    def transcriber(self) -> Transcriber | None:
+        return self.analysis.transcriber if self.analysis is not None else None
 
-    def _start_transcription(self, analyzer: Analyzer) -> None:
-        """The transcriber listens to the analyzer's PCM; a continued session's transcript
-        goes on where it stopped."""
-        from cht.transcribe.offline import resume_transcriber
-        from cht.transcribe.worker import TranscribeOptions
-
-        self.transcriber = resume_transcriber(self.session.root, self._speech, self.bus, TranscribeOptions())
-        analyzer.pcm_sinks.append(self.transcriber.feed)
-        self.transcriber.start()
-
-    def _finish_transcription(self) -> None:
-        """Transcribe what is still queued (a second stop request cuts this short), then
-        record in the index what is missing, for `cht transcribe` to finish later."""
-        if self.transcriber is None:
-            return
-        from cht.transcribe.offline import finish_index
-
-        try:
-            self.transcriber.stop()
-            left = finish_index(self.session.root, self.manifest)
-        except Exception:
-            log.exception("transcription failed while finishing")
-            return
-        if left:
-            seconds = sum(b - a for a, b in left)
-            self.bus.publish(ev.Warning(f"{seconds:.0f} s of audio are not transcribed yet: "
-                                        f"run `cht transcribe {self.session.id}`"))
+    def reconnect(self, feed: Feed) -> None:
+        """A pushed stream's client is back: the next run records it into a new segment,
+        after the gap since the last one."""
+        with self._lock:
+            if self._finished.is_set():
+                raise SourceError("the session has ended")
+            run = self._runs[-1]
+            self._feed = feed
+            if run.recorder.alive():  # still writing what the last client sent
+                run.recorder.stop(timeout=self.options.stop_timeout_s)
+            if not run.handled:
+                run.handled = True
+                self._finalize_run(run)
+            self._spawn("client reconnected")
+            self.restarts += 1
+            self.bus.publish(ev.RecorderRestarted(self._runs[-1].first_index, "client reconnected", self.restarts))
+            self._refresh()
+            self._save_manifest()
 
     # -- control channel --
 
     def _status(self, _request: dict) -> dict:
         return {"session": self.session.id, "state": self.manifest.state, "duration": self.manifest.duration,
                 "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes,
-                "transcript_lag": None if self.transcriber is None else round(self.transcriber.lag_s, 2)}
+                "transcript_lag": None if self.analysis is None else self.analysis.lag_s}
 
     def capture(self) -> dict:
         """Save the picture shown now as a keyframe; RuntimeError says why it cannot."""
         return self._capture({})
 
     def _capture(self, _request: dict) -> dict:
-        if self.analyzer is None:
+        if self.analysis is None:
             raise RuntimeError("analysis is off for this recording (--no-analyze)")
-        record = self.analyzer.capture_now()
-        if record is None:
-            raise RuntimeError("no picture decoded yet (an audio-only source, or too early)")
-        return {"t": record.t, "file": record.file}
+        return self.analysis.capture()
 
     # -- runs --
 
@@ -270,9 +254,10 @@ class Lifecycle:
             metadata=metadata,
             max_segment_s=self.options.max_segment_s,
             fragment_s=self.options.fragment_s,
+            relay=self._relay is not None,
         )
         run.recorder = Recorder(args, run=run.number, log_path=self.session.recorder_log_path,
-                                stdin_fed=self.source.stdin_fed)
+                                stdin_fed=self.source.stdin_fed, stdout_sink=self._relay)
         log.info("starting run %d (%s) into segment %d", run.number, reason, run.first_index)
         run.recorder.start()
         if self._feed is not None and run.recorder.stdin is not None:
@@ -350,7 +335,8 @@ class Lifecycle:
             try:
                 with self._lock:
                     run = self._runs[-1]
-                    if not self._finished.is_set() and not run.recorder.alive():
+                    if not self._finished.is_set() and not run.handled and not run.recorder.alive():
+                        run.handled = True
                         self._on_recorder_exit(run)
                 if time.monotonic() >= next_tick:
                     next_tick = max(next_tick + self.options.tick_s, time.monotonic())
@@ -392,6 +378,10 @@ class Lifecycle:
         if code == 0 and self.source.finite:
             self._shutdown("stopped", "end of source")
             return
+        if self.source.kind == "push" and not self._feed.connected:
+            log.info("the client has gone: waiting for it to come back")
+            self._save_manifest()  # the closed segment, for readers in other processes
+            return  # `reconnect` starts the next run
         self._quick_failures = 0 if produced else self._quick_failures + 1
         if self.source.kind == "file" and self._quick_failures >= MAX_QUICK_FAILURES:
             self._shutdown("crashed", f"the recorder keeps failing: {error}")
@@ -493,19 +483,17 @@ class Lifecycle:
                 return
             self._release_reserve()  # room for the last manifest, index and log lines on a full disk
             run = self._runs[-1] if self._runs else None
-            if run and run.recorder:
+            if run and run.recorder and not run.handled:
+                run.handled = True
                 run.recorder.stop(timeout=self.options.stop_timeout_s)
                 self._finalize_run(run)
             if self._feed:
                 self._feed.stop()
             self._refresh()
-            if self.analyzer is not None:
-                try:
-                    self.analyzer.stop()  # drains what the segments still hold
-                except Exception:
-                    log.exception("analysis failed while finishing")
-            self._finish_transcription()
-            self._control.close()
+            if self.analysis is not None:
+                self.analysis.finish(self.manifest)  # drains what the segments still hold
+            if self._control is not None:
+                self._control.close()
             self.manifest.state = state
             self.manifest.reason = reason
             self._save_manifest()
@@ -532,19 +520,28 @@ class Lifecycle:
         return self.session.root / ".reserve"
 
     def _attach_log(self) -> None:
-        handler = logging.FileHandler(self.session.log_path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("cht")
-        root.addHandler(handler)
-        if root.level == logging.NOTSET or root.level > logging.INFO:
-            root.setLevel(logging.INFO)
-        self._log_handler = handler
+        self._log_handler = open_session_log(self.session.log_path)
 
     def _detach_log(self) -> None:
-        if self._log_handler is not None:
-            logging.getLogger("cht").removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
+        close_session_log(self._log_handler)
+        self._log_handler = None
+
+
+def open_session_log(path: Path) -> logging.Handler:
+    """cht's log lines go to the session's `session.log` too, from now on."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("cht")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def close_session_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger("cht").removeHandler(handler)
+        handler.close()
 
 
 def source_label(source: Source) -> str:

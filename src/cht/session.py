@@ -53,11 +53,14 @@ def epoch(iso_text: str) -> float:
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
     """Write temp + fsync + rename, so readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -34,13 +34,15 @@ def recorder_args(
     metadata: dict[str, str],
     max_segment_s: float,
     fragment_s: float,
+    relay: bool = False,
 ) -> list[str]:
     """ffmpeg arguments that record one input (stream copy unless `codec_args` say otherwise)
     into numbered fMP4 segments.
 
     ffmpeg's segment muxer rotates on `max_segment_s` at the next keyframe with no gap;
     each file restarts its timestamps at 0 and carries `metadata` (run number, where the run
-    sits on the global clock), so the manifest can be rebuilt from the files.
+    sits on the global clock), so the manifest can be rebuilt from the files. With `relay`,
+    the same packets also go to stdout as MPEG-TS, flushed packet by packet, for live viewers.
     """
     meta: list[str] = []
     for key, value in metadata.items():
@@ -59,6 +61,7 @@ def recorder_args(
         "-reset_timestamps", "1",
         "-segment_start_number", str(start_number),
         str(segments_dir / SEGMENT_PATTERN),
+        *([*map_args, "-c", "copy", "-f", "mpegts", "-flush_packets", "1", "pipe:1"] if relay else []),
     ]
 
 

@@ -12,13 +12,27 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from cht.record.recorder import die_with_parent
 
 log = logging.getLogger(__name__)
 
 TS_PACKET = 188
+
+
+class Feed(Protocol):
+    """Bytes from outside handed to the recorder run's stdin (the demo generator, a pushed
+    stream): attached to each new run, detached when it dies, stopped with the session."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def attach(self, sink: IO[bytes]) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class PipeFeed:
@@ -57,7 +71,7 @@ class PipeFeed:
             self._sink = None
 
     @property
-    def alive(self) -> bool:
+    def connected(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+import threading
+from typing import IO, Callable
 
 log = logging.getLogger("cht.recorder")
 
@@ -38,8 +40,10 @@ def die_with_parent(sig: int = signal.SIGINT):
 
 
 class Recorder:
-    def __init__(self, args: list[str], *, run: int, log_path: Path, stdin_fed: bool = False) -> None:
+    def __init__(self, args: list[str], *, run: int, log_path: Path, stdin_fed: bool = False,
+                 stdout_sink: Callable[[bytes], None] | None = None) -> None:
         self.args = args
+        self._stdout_sink = stdout_sink  # gets what ffmpeg writes to stdout (a live relay)
         self.run = run
         self._log_path = log_path
         self._log_offset = 0
@@ -55,12 +59,33 @@ class Recorder:
             self._proc = subprocess.Popen(
                 self.args,
                 stdin=subprocess.PIPE if self._stdin_fed else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if self._stdout_sink else subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
         log.info("run %d: recorder pid %d", self.run, self._proc.pid)
+        if self._stdout_sink is not None:
+            threading.Thread(target=self._pump_stdout, name="cht-recorder-out", daemon=True).start()
+
+    def _pump_stdout(self) -> None:
+        """Read stdout as fast as ffmpeg writes it, so a slow consumer can never hold the
+        recorder back: the sink must not block."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                self._stdout_sink(data)
+            except Exception:
+                log.exception("run %d: the stdout consumer failed", self.run)
+        self._proc.stdout.close()
+        self._stdout_sink(b"")  # the end of this run's stream
 
     @property
     def pid(self) -> int | None:

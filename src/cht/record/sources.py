@@ -36,10 +36,11 @@ HELP = __doc__.split("SOURCE forms:\n", 1)[1]
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # file | url | listen | screen | demo
-    spec: str  # what the user typed (a file path is made absolute)
+    kind: str  # file | url | listen | screen | demo | push
+    spec: str  # what the user typed (a file path is made absolute); push: the ingest endpoint
     media: MediaInfo | None = None  # for files: what the probe found
     codec_args: list[str] = field(default_factory=lambda: ["-c", "copy"])
+    container: str = ""  # push: what the ingest hands the recorder on stdin (flv | mpegts)
 
     @property
     def finite(self) -> bool:
@@ -50,7 +51,7 @@ class Source:
 
     @property
     def stdin_fed(self) -> bool:
-        return self.kind == "demo"
+        return self.kind in ("demo", "push")
 
     def map_args(self) -> list[str]:
         """Which input streams are recorded: the first video and the first audio, if any."""
@@ -65,6 +66,8 @@ class Source:
             return ["-nostdin", *pace, "-ss", f"{offset:.3f}", "-i", self.spec]
         if self.kind == "demo":
             return ["-f", "mpegts", "-analyzeduration", "1000000", "-i", "pipe:0"]
+        if self.kind == "push":
+            return ["-f", self.container, "-analyzeduration", "1000000", "-i", "pipe:0"]
         if self.kind == "screen":
             args = ["-nostdin", "-f", "x11grab", "-framerate", "30", "-i", os.environ["DISPLAY"]]
             if _pulse_available():

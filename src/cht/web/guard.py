@@ -8,7 +8,6 @@ session dir, so `..`, encoded dots, absolute paths and symlinks pointing out all
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from pathlib import Path
 
@@ -58,13 +57,6 @@ def frame_path(session: Session, name: str) -> Path:
     return inside(session, f"frames/{name}")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_ok(given: str | None, token: str) -> bool:

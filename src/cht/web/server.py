@@ -13,7 +13,7 @@ import uvicorn
 from cht.config import ui_url
 from cht.errors import SessionError
 from cht.web.app import UiState, create_app
-from cht.web.guard import is_loopback
+from cht.config import is_loopback
 
 log = logging.getLogger("cht.web")
 PORT_TRIES = 20  # a busy default port moves on to the next ones

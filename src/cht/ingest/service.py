@@ -1,0 +1,194 @@
+"""`cht ingest`: a long-running service that accepts pushed streams and records them.
+
+One per data dir (`ingest.lock`, holding its pid). While it runs it publishes the session
+being recorded in `<data_dir>/active-session` (written atomically: the session dir) and
+answers `{"cmd": "status"}` on `<data_dir>/ingest.sock`; that answer is the proof it is
+alive, so a marker whose socket does not answer was left by a service that died.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from cht.config import IngestOptions, RecordOptions
+from cht.control import ControlServer
+from cht.errors import SessionError
+from cht.ingest.channel import Channel
+from cht.ingest.endpoints import Endpoint
+from cht.ingest.listeners import SrtListener, TcpListener
+from cht.ingest.relay import Relay
+from cht.session import Session, atomic_write_text, iso
+
+log = logging.getLogger("cht.ingest")
+
+MARKER = "active-session"
+SOCKET = "ingest.sock"
+LOCK = "ingest.lock"
+LOG = "ingest.log"
+TICK_S = 0.5
+
+
+class IngestService:
+    def __init__(self, data_dir: Path, endpoints: list[Endpoint], *, options: IngestOptions | None = None,
+                 record_options: RecordOptions | None = None, relay: Relay | None = None) -> None:
+        self.data_dir = data_dir
+        self.options = options or IngestOptions()
+        self.relay = relay
+        self.started_at = time.time()
+        self._lock_fd: int | None = None
+        self._marker_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._control = ControlServer(data_dir / SOCKET, {"status": self.status})
+        self.channels = [Channel(e, data_dir, self.options, record_options or RecordOptions(), relay,
+                                 self._publish_active) for e in endpoints]
+        self._listeners = [SrtListener(c.endpoint, c, data_dir / LOG) if c.endpoint.scheme == "srt"
+                           else TcpListener(c.endpoint, c, self.options) for c in self.channels]
+
+    # -- start / stop --
+
+    def start(self) -> None:
+        """Take the data dir, clean what a dead service left, then listen; a SourceError
+        (port busy) or SessionError (another service) leaves nothing behind."""
+        try:
+            Session.sessions_dir(self.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionError(f"data dir {self.data_dir} is not usable ({exc.strerror}): "
+                               "choose another with --data-dir") from None
+        self._take_lock()
+        try:
+            self._clean_stale()
+            for listener in self._listeners:
+                listener.bind()
+            if self.relay is not None:
+                self.relay.start()
+            if not self._control.start():
+                raise SessionError(f"cannot create {self.data_dir / SOCKET}: use a shorter --data-dir path")
+        except BaseException:
+            for listener in self._listeners:
+                listener.close()
+            if self.relay is not None:
+                self.relay.stop()
+            self._release_lock()
+            raise
+        for listener in self._listeners:
+            listener.start()
+        threading.Thread(target=self._housekeeping, name="cht-ingest-tick", daemon=True).start()
+        log.info("ingest service pid %d on %s", os.getpid(), ", ".join(c.endpoint.label for c in self.channels))
+
+    def stop(self) -> None:
+        """Stop listening, finish every recording (each writes its final manifest), clean up."""
+        self._stop.set()
+        for listener in self._listeners:
+            listener.close()
+        for channel in self.channels:
+            channel.close("the ingest service stopped")
+        if self.relay is not None:
+            self.relay.stop()
+        self._control.close()
+        (self.data_dir / MARKER).unlink(missing_ok=True)
+        self._release_lock()
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(TICK_S):
+            for channel in self.channels:
+                try:
+                    channel.tick()
+                except Exception:
+                    log.exception("%s: housekeeping failed", channel.endpoint.label)
+
+    # -- one service per data dir --
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SessionError(f"an ingest service (pid {pid}) already serves {self.data_dir}: "
+                               "stop it first, or use another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _clean_stale(self) -> None:
+        """A marker or socket found while we hold the lock was left by a service that died."""
+        message = clear_stale(self.data_dir)
+        if message:
+            log.warning("%s", message)
+
+    # -- what the service publishes --
+
+    def _publish_active(self) -> None:
+        """Point the marker at the session that went live last (or remove it)."""
+        with self._marker_lock:
+            live = [c for c in self.channels if c.session is not None and c.since is not None]
+            marker = self.data_dir / MARKER
+            if not live:
+                marker.unlink(missing_ok=True)
+                return
+            newest = max(live, key=lambda c: c.since)
+            atomic_write_text(marker, str(newest.session.root) + "\n")
+
+    def status(self, _request: dict | None = None) -> dict:
+        channels = [c.status() for c in self.channels]
+        target = read_marker(self.data_dir)
+        active = next((c for c in channels if target and c["session"] == target.id), None)
+        return {
+            "pid": os.getpid(),
+            "session": active["session"] if active else None,
+            "session_dir": active["session_dir"] if active else None,
+            "state": active["state"] if active else "idle",
+            "clients": sum(1 for c in channels if c["client"]),
+            "bytes": sum(c["bytes"] for c in channels),
+            "since": active["since"] if active else iso(self.started_at),
+            "relay": self.relay.url() if self.relay else None,
+            "channels": channels,
+        }
+
+
+def clear_stale(data_dir: Path) -> str | None:
+    """Remove the marker and socket of a service that died, and give the session it was
+    recording a manifest rebuilt from its files (shown as crashed). Call it only when no
+    service holds the lock. Returns what was done, for a log line."""
+    target = read_marker(data_dir)
+    found = (data_dir / MARKER).exists()
+    (data_dir / MARKER).unlink(missing_ok=True)
+    (data_dir / SOCKET).unlink(missing_ok=True)
+    if not found:
+        return None
+    message = f"removed a stale {MARKER} marker (no ingest service answers on {SOCKET})"
+    if target is not None and not target.is_recording():
+        try:
+            manifest = target.rebuild()
+            message += f"; session {target.id} was left {manifest.state}: manifest rebuilt from its segment files"
+        except Exception as exc:  # a damaged session must not stop the cleanup
+            message += f"; session {target.id} could not be rebuilt ({exc}): run `cht rebuild {target.id}`"
+    return message
+
+
+def read_marker(data_dir: Path) -> Session | None:
+    """The session the marker names, if it is a session dir of this data dir (the file's
+    content is never trusted as a path beyond that)."""
+    try:
+        text = (data_dir / MARKER).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    path = Path(text)
+    base = Session.sessions_dir(data_dir)
+    try:
+        if path.parent.resolve() != base.resolve() or not path.is_dir():
+            return None
+        return Session.open(data_dir, path.name)
+    except (OSError, SessionError):
+        return None
