@@ -45,6 +45,21 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def listening(port: int) -> bool:
+    """True once some process listens on this TCP port (read from /proc: connecting to
+    an ffmpeg listener would use up its one client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, cmdline) of the direct children of `pid`, from /proc."""
     out = []

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from cht.media.ffmpeg import ffmpeg_exe
-from conftest import Cht, decode_fully, make_media, wait_for
+from conftest import Cht, decode_fully, listening, make_media, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,10 @@ def push(src, url: str, seconds: float) -> None:
 
 def test_tcp_listener_reconnect_is_a_gap_of_the_outage(cht: Cht, tmp_path):
     src = make_media(tmp_path / "cam.mp4", 10)
-    url = f"tcp://127.0.0.1:{free_port()}"
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
     proc = cht.start("record", "--session", "push", url)
-    time.sleep(1.0)
+    wait_for(lambda: listening(port) or proc.poll() is not None, 30, what="the listener")  # after the model loads
     assert proc.poll() is None
     push(src, url, 4)
     outage_start = time.monotonic()
