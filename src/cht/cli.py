@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import typer
+
+try:
+    from typer._click.exceptions import UsageError  # typer vendors its own click
+except ImportError:  # older typer: plain click
+    from click import UsageError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -51,6 +56,7 @@ err = Console(stderr=True, highlight=False)
 
 EXIT_USER_ERROR = 2
 EXIT_ABNORMAL_END = 1
+ABNORMAL_REASONS = ("disk full",)  # stopped, but not because anyone asked
 
 
 class State:
@@ -175,8 +181,8 @@ def _drive(lifecycle, session: Session, bus: ev.EventBus, label: str, ui: UiOpti
     manifest = lifecycle.manifest
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
-    return 0 if manifest.state in ("stopped", "recording") and not manifest.reason.startswith("disk full") \
-        else EXIT_ABNORMAL_END
+    abnormal = manifest.state not in ("stopped", "recording") or manifest.reason.startswith(ABNORMAL_REASONS)
+    return EXIT_ABNORMAL_END if abnormal else 0
 
 
 def _open_index() -> SearchIndex | None:
@@ -519,10 +525,25 @@ def capture(session_id: Optional[str] = typer.Argument(None, metavar="[ID]", hel
 def main() -> None:
     logging.raiseExceptions = False  # a full disk must not print tracebacks from the log handler
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except ChtError as exc:
-        err.print(f"cht: error: {exc}", soft_wrap=True)
-        sys.exit(EXIT_USER_ERROR)
+        _fail(str(exc))
+    except UsageError as exc:  # a missing argument, a value out of range, an unknown option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `cht`: the help it asked for
+            out.print(exc.format_message(), markup=False, highlight=False)
+            sys.exit(0)
+        command = exc.ctx.command_path if exc.ctx else "cht"
+        _fail(f"{exc.format_message()} (see `{command} --help`)")
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, whatever the message holds (a non-UTF-8 path included), and exit 2."""
+    line = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    err.print(f"cht: error: {line}", soft_wrap=True, markup=False)
+    sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ cells a resting pointer or a moving box edge leave behind never add up to a slid
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import deque
@@ -35,6 +36,8 @@ import av
 import numpy as np
 
 from cht.config import SceneOptions
+
+log = logging.getLogger("cht.analyze")
 
 
 @dataclass
@@ -253,9 +256,13 @@ def read_frames(session_dir: Path) -> list[FrameRecord]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(FrameRecord.from_json(line))
-        except (ValueError, TypeError):
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            records.append(FrameRecord.from_json(line.decode("utf-8")))
+        except (ValueError, TypeError, KeyError):
+            where = "its last line is cut short" if number == len(lines) else f"line {number} is unreadable"
+            log.warning("frames.jsonl: %s; ignored", where)
     return records

@@ -22,7 +22,16 @@ WAVEFORM_LEVELS = {160: "audio/waveform.json", 1600: "audio/waveform-1600.json",
 
 
 def export(session: Session, fmt: str, out: Path | None, *, per_segment: bool = False) -> list[Path]:
-    """Write the export; returns the files written (none when `out` is None: printed instead)."""
+    """Write the export; a target that cannot be written is a SessionError naming it."""
+    try:
+        return _export(session, fmt, out, per_segment=per_segment)
+    except OSError as exc:
+        where = out or exc.filename
+        raise SessionError(f"cannot write {where} ({exc.strerror or exc}): choose another --output") from None
+
+
+def _export(session: Session, fmt: str, out: Path | None, *, per_segment: bool = False) -> list[Path]:
+    """Returns the files written (none when `out` is None: printed instead)."""
     if fmt not in FORMATS:
         raise SessionError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if per_segment and fmt not in ("srt", "vtt"):

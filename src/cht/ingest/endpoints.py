@@ -56,7 +56,10 @@ class Endpoint:
 
 
 def parse_endpoint(spec: str) -> Endpoint:
-    parts = urlsplit(spec.strip())
+    try:
+        parts = urlsplit(spec.strip())
+    except ValueError as exc:
+        raise SourceError(f"--listen {_safe(spec)!r} is not a URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise SourceError(f"--listen {spec!r}: use rtmp://HOST:PORT/APP/KEY, srt://HOST:PORT?passphrase=… "

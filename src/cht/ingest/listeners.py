@@ -123,6 +123,7 @@ class TcpListener:
                     break
         finally:
             self.channel.unpublish(feed)
+        rtmp.linger()
 
     def _mpegts(self, conn: socket.socket, client: str) -> None:
         deadline = time.monotonic() + self.options.handshake_timeout_s

@@ -260,6 +260,16 @@ class RtmpPublish:
         except OSError:
             pass
 
+    def linger(self, seconds: float = 2.0) -> None:
+        """After an unpublish, let the client say the rest of its goodbye (deleteStream, then
+        it closes) rather than reset it mid-write: ffmpeg exits with an error on that."""
+        self.sock.settimeout(seconds)
+        try:
+            while self.sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
     def flv(self) -> Iterator[bytes]:
         """The published media as FLV, until the client unpublishes or disconnects."""
         while True:

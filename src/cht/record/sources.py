@@ -89,7 +89,11 @@ def parse_source(spec: str) -> Source:
         return Source("demo", "demo")
     if spec == "screen":
         return _screen()
-    scheme = urlsplit(spec).scheme.lower()
+    try:
+        scheme = urlsplit(spec).scheme.lower()
+        urlsplit(spec).port
+    except ValueError as exc:
+        raise SourceError(f"{spec!r} is not a valid URL ({exc})") from None
     if scheme in LISTEN_SCHEMES:
         _check_listen(spec, scheme)
         return Source("listen", spec)

@@ -1,0 +1,50 @@
+"""The long recorder kill loop (30 minutes by default): the same run and checks as
+`tests/chaos/test_kill_loop.py`, plus the cht process's RSS sampled every 10 s and its
+slope. Prints the Markdown row bench/README.md keeps.
+
+    pip install -e '.[test]' && python bench/soak.py [--minutes 30] [--seed 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "chaos")]
+
+import kill_loop  # noqa: E402  (tests/chaos: the run and its checks)
+from conftest import Cht  # noqa: E402
+from speech import beckett_words, make_speech_video  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=8)
+    opts = parser.parse_args()
+    seconds = opts.minutes * 60
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        offsets = [1.0 + 9.0 * k for k in range(int((seconds - 10) // 9))]
+        src = work / "talk.mp4"
+        truth = make_speech_video(src, offsets, seconds)
+        report = kill_loop.run(Cht(work / "data"), src, truth, len(beckett_words()), seconds, opts.seed)
+    print(f"Machine: {platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}, "
+          f"seed {opts.seed}\n")
+    print("| length | faults injected | survived | segments | gaps (total) | phrases heard | lost outside outages"
+          " | RSS slope |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(kill_loop.table(report))
+    if report.problems:
+        print("\nproblems:\n- " + "\n- ".join(report.problems))
+    print(f"\nRSS (MiB) first / last sample: {report.rss_mib[0][1]:.0f} / {report.rss_mib[-1][1]:.0f}"
+          if report.rss_mib else "")
+
+
+if __name__ == "__main__":
+    main()
