@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cht.session import epoch
 from conftest import Cht, decode_fully, recorder_pid, wait_for
 from speech import match, transcript_words
 
-MARGIN_S = 1.2  # seconds: a gap may start this much before the kill (the fragment in progress) and
-#                 end this much after the new recorder started (its first keyframe)
+MARGIN_S = 1.3  # seconds: a gap may start this much before the kill (the 1 s fragment in progress,
+#                 the 0.25 s watchdog tick of the clock) and end this much after the new recorder
+#                 started (the file resumes at its next keyframe, 1 s apart)
 
 
 @dataclass
@@ -87,7 +87,8 @@ def run(cht: Cht, src: Path, truth: list, phrase_words: int, seconds: float, see
 def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report: Report) -> None:
     root = cht.session_dir(session)
     manifest = cht.manifest(session)
-    origin = epoch(manifest["segments"][0]["started_at"]) - manifest["segments"][0]["global_start"]
+    # global 0 = when the first run's first media arrived (its run note), to within a watchdog tick
+    origin = json.loads((root / "segments" / "run_0000.json").read_text())["first_media_at"]
     report.outages = [Outage(k - origin, r - origin) for k, r in kills]
     report.segments = len(manifest["segments"])
     report.gaps = [(g["start"], g["end"]) for g in manifest["gaps"]]
