@@ -15,9 +15,10 @@ from pathlib import Path
 from conftest import Cht, decode_fully, recorder_pid, wait_for
 from speech import match, transcript_words
 
-MARGIN_S = 1.3  # seconds: a gap may start this much before the kill (the 1 s fragment in progress,
-#                 the 0.25 s watchdog tick of the clock) and end this much after the new recorder
-#                 started (the file resumes at its next keyframe, 1 s apart)
+BEFORE_S = 1.6  # seconds a gap may start before the kill: the 1 s fragment in progress, the
+#                 ~0.3 s until ffmpeg writes a finished fragment, the 0.25 s watchdog tick of the clock
+AFTER_S = 1.3  # seconds a gap may end after the new recorder ran: the file resumes at its next
+#               keyframe (1 s apart), plus the clock's tick
 
 
 @dataclass
@@ -107,7 +108,7 @@ def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report:
                 report.problems.append(f"a hole {end:.3f}-{start:.3f} the manifest does not list as a gap")
     # every gap is an outage (and every outage left at most one gap), within the margins
     for gap in report.gaps:
-        if not any(o.kill - MARGIN_S <= gap[0] and gap[1] <= o.restart + MARGIN_S for o in report.outages):
+        if not any(o.kill - BEFORE_S <= gap[0] and gap[1] <= o.restart + AFTER_S for o in report.outages):
             report.problems.append(f"gap {gap[0]:.2f}-{gap[1]:.2f} matches no outage {report.outages}")
     if len(report.gaps) > len(report.outages):
         report.problems.append(f"{len(report.gaps)} gaps for {len(report.outages)} outages")
@@ -122,7 +123,7 @@ def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report:
                 report.duplicated_words.append(f"{word} at {start:.2f} and {s2:.2f}")
     phrases = [truth[i:i + phrase_words] for i in range(0, len(truth), phrase_words)]
     report.phrases = len(phrases)
-    windows = [(o.kill - MARGIN_S, o.restart + MARGIN_S) for o in report.outages] + report.gaps
+    windows = [(o.kill - BEFORE_S, o.restart + AFTER_S) for o in report.outages] + report.gaps
     for n, phrase in enumerate(phrases):
         first, last = phrase[0][1] - 0.5, phrase[-1][2] + 0.5
         if any(first < b and a < last for a, b in windows):
