@@ -83,9 +83,10 @@ class VideoFrames:
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, float, int]] = []  # (size, time, pts)
+        self.bytes = 0
         self._pid: int | None = None
         self._size = 0
-        self._start = 0.0
+        self._start: float | None = None  # when the frame being read began
         self._pts = 0
         self._rest = b""
 
@@ -114,11 +115,11 @@ class VideoFrames:
                     self._pts = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
                     self._start, self._size = now, len(payload) - header
                     continue
-            if pid == self._pid and self._start:
+            if pid == self._pid and self._start is not None:
                 self._size += len(payload)
 
     def _close(self) -> None:
-        if self._start:
+        if self._start is not None:
             self.frames.append((self._size, self._start, self._pts))
 
 
@@ -131,9 +132,8 @@ def paced_push(path: Path, url: str, sent: VideoFrames) -> None:
         probe = VideoFrames()
         for i in range(0, len(data) - len(data) % 188, 188 * 7):
             chunk = data[i:i + 188 * 7]
-            before = len(probe.frames)
             probe.feed(chunk, 0.0)
-            if len(probe.frames) > before or probe._start:
+            if probe._start is not None:
                 pts = probe._pts
                 pts0 = pts if pts0 is None else pts0
                 wait = t0 + (pts - pts0) / 90000 - time.monotonic()
@@ -152,6 +152,9 @@ def watch(url: str, seen: VideoFrames, stop: threading.Event) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(1)
+        if not head.startswith(b"HTTP/1.0 200"):
+            print(f"relay answered {head.splitlines()[0]!r} for {url}", file=sys.stderr)
+            return
         sock.settimeout(1.0)
         while not stop.is_set():
             try:
@@ -160,6 +163,7 @@ def watch(url: str, seen: VideoFrames, stop: threading.Event) -> None:
                 continue
             if not data:
                 break
+            seen.bytes += len(data)
             seen.feed(data, time.monotonic())
 
 
@@ -167,6 +171,8 @@ def relay_latencies(sent: VideoFrames, seen: VideoFrames) -> list[float]:
     """Align the relay's frames to the sent ones by their sizes; each arrival minus departure."""
     a, b = [s for s, _, _ in sent.frames], [s for s, _, _ in seen.frames]
     n = 30
+    if len(b) < n:
+        return []
     best = None
     for k in range(len(a) - n):
         diffs = {a[k + i] - b[i] for i in range(n)}
@@ -198,7 +204,9 @@ def run(protocol: str, seconds: int, flv: Path, ts: Path, work: Path) -> dict:
     for url in urls:
         args += ["--listen", url]
     service = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3.0)
+    deadline = time.monotonic() + 30
+    while not (data_dir / "ingest.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # listening once its status socket is there
     pushers = []
     sent, seen, stop = VideoFrames(), VideoFrames(), threading.Event()
     paced = None
@@ -221,7 +229,8 @@ def run(protocol: str, seconds: int, flv: Path, ts: Path, work: Path) -> dict:
     time.sleep(seconds - 15)
     cpu1, t1 = tree_cpu(service.pid), time.monotonic()
     for p in pushers:
-        p.wait()
+        if p.wait() != 0:
+            print(f"{protocol}: a pusher exited {p.returncode}", file=sys.stderr)
     if paced is not None:
         paced.join()
     stop.set()
@@ -231,7 +240,14 @@ def run(protocol: str, seconds: int, flv: Path, ts: Path, work: Path) -> dict:
     service.wait(60)
     share = (cpu1 - cpu0) / (t1 - t0) / STREAMS
     latencies = relay_latencies(sent, seen) if paced is not None else []
+    if paced is not None:
+        print(f"relay: {len(sent.frames)} frames sent, {len(seen.frames)} seen ({seen.bytes} bytes), "
+              f"{len(latencies)} matched",
+              file=sys.stderr)
     sessions = sorted((data_dir / "sessions").iterdir())
+    if len(sessions) != STREAMS:
+        print(f"{protocol}: {len(sessions)} sessions for {STREAMS} pushes; the service's log:\n"
+              + (data_dir / "ingest.log").read_text(), file=sys.stderr)
     durations = [json.loads((s / "manifest.json").read_text())["duration"] for s in sessions]
     return {"protocol": protocol, "window": t1 - t0, "cpu_share": share, "latencies": latencies,
             "durations": durations}
@@ -246,13 +262,14 @@ def status_of(data_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--protocols", default="rtmp,tcp")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         flv, ts = work / "src.flv", work / "src.ts"
         make_source(flv, opts.seconds, "flv")
         make_source(ts, opts.seconds, "mpegts")
-        rows = [run(protocol, opts.seconds, flv, ts, work) for protocol in ("rtmp", "tcp")]
+        rows = [run(protocol, opts.seconds, flv, ts, work) for protocol in opts.protocols.split(",")]
     print(f"Machine: {os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d')}, {opts.seconds} s pushes\n")
     print("| pushes | window s | ingest + recording CPU per stream (% of one core) | sessions recorded (s) |")
@@ -260,7 +277,7 @@ def main() -> None:
     for r in rows:
         print(f"| {STREAMS} × {r['protocol']} 1280×720 30 fps 3 Mb/s | {r['window']:.1f} | {100 * r['cpu_share']:.2f} % "
               f"| {', '.join(f'{d:.1f}' for d in r['durations'])} |")
-    lat = next(r["latencies"] for r in rows if r["protocol"] == "tcp")
+    lat = next((r["latencies"] for r in rows if r["protocol"] == "tcp"), [])
     if lat:
         lat.sort()
         print(f"\nRelay latency (push → relay viewer, {len(lat)} frames, while 4 streams record): "

@@ -74,3 +74,13 @@ def test_unwritable_data_dir(tmp_path):
     blocker.write_text("not a dir")
     with pytest.raises(SessionError, match="not writable"):
         Session.create(blocker / "data")
+
+
+def test_sessions_created_at_once_from_many_threads_all_succeed(tmp_path):
+    """The ingest opens a session per client, possibly in the same instant (found by bench/ingest.py:
+    a shared write-test file made one of four concurrent creations fail)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: Session.create(tmp_path), range(16)))
+    assert len({s.id for s in made}) == 16

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -255,9 +256,8 @@ class Session:
         base = cls.sessions_dir(data_dir)
         try:
             base.mkdir(parents=True, exist_ok=True)
-            probe = base / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=base):  # unique per call: the ingest creates sessions in parallel
+                pass
         except OSError as exc:
             raise SessionError(
                 f"data dir {data_dir} is not writable ({exc.strerror}): choose another with --data-dir or CHT_DATA_DIR"
