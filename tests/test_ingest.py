@@ -227,6 +227,10 @@ def test_garbage_half_open_and_wrong_key_are_dropped_while_real_clients_publish(
         wrong = push(src, ingest.urls["rtmp"].replace(KEY, "guess"), 2, check=False)
         assert wrong.returncode != 0
         assert (ingest.status() or {}).get("clients") == 3
+        for client in clients:
+            client.join(60)
+        wrong_passphrase = push(src, ingest.urls["srt"].replace(PASSPHRASE, "not-the-passphrase"), 2, check=False)
+        assert wrong_passphrase.returncode != 0  # libsrt refused the handshake
     finally:
         for client in clients:
             client.join(60)

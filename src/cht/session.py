@@ -296,13 +296,9 @@ class Session:
 
     # -- liveness: a recording holds an exclusive lock on the session --
     def lock(self) -> None:
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SessionError(f"session {self.id} is being recorded by another cht process") from None
-        os.write(fd, str(os.getpid()).encode())
+        fd = take_lock(self.root / ".lock")
+        if fd is None:
+            raise SessionError(f"session {self.id} is being recorded by another cht process")
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -312,19 +308,7 @@ class Session:
 
     def is_recording(self) -> bool:
         """True while some cht process holds this session's lock."""
-        if self._lock_fd is not None:
-            return True
-        try:
-            fd = os.open(self.root / ".lock", os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return self._lock_fd is not None or lock_held(self.root / ".lock")
 
     # -- manifest --
     def segment_files(self) -> list[Path]:
@@ -414,6 +398,35 @@ class Session:
         if manifest.state == "recording" and not self.is_recording():
             manifest.state = "crashed"
         return manifest
+
+
+def take_lock(path: Path) -> int | None:
+    """An exclusive lock on `path` (which then holds our pid), or None if another process has
+    it. The kernel drops it when the holder dies, however it dies: that is the liveness proof."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def lock_held(path: Path) -> bool:
+    """True while some process holds the lock on `path`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def close_segment(path: Path) -> bool:

@@ -9,7 +9,6 @@ the service closes the session, or dies (the session is then shown as crashed).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ from cht.ingest.service import LOCK, MARKER, SOCKET, clear_stale, read_marker
 from cht.lifecycle import close_session_log, open_session_log
 from cht.live_analysis import LiveAnalysis
 from cht.record.follow import ManifestFollower
-from cht.session import Manifest, Session
+from cht.session import Manifest, Session, lock_held
 
 if TYPE_CHECKING:
     from cht.transcribe.model import SpeechModel
@@ -46,20 +45,6 @@ def service_answers(data_dir: Path, timeout: float = 2.0) -> dict | None:
     return answer if answer.get("ok") else None
 
 
-def service_holds_lock(data_dir: Path) -> bool:
-    try:
-        fd = os.open(data_dir / LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def wait_for_session(data_dir: Path, timeout: float, should_stop: Callable[[], bool],
                      say: Callable[[str], None]) -> Session:
     """The session the ingest service publishes, once there is one (SessionError after
@@ -72,7 +57,7 @@ def wait_for_session(data_dir: Path, timeout: float, should_stop: Callable[[], b
             session = read_marker(data_dir)
             if status is not None and session is not None and status.get("session") == session.id:
                 return session
-            if status is None and not service_holds_lock(data_dir) and (message := clear_stale(data_dir)):
+            if status is None and not lock_held(data_dir / LOCK) and (message := clear_stale(data_dir)):
                 log.warning("%s", message)
                 say(f"{message}; still waiting")
         if should_stop():

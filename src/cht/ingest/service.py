@@ -8,7 +8,6 @@ alive, so a marker whose socket does not answer was left by a service that died.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -22,7 +21,7 @@ from cht.ingest.channel import Channel
 from cht.ingest.endpoints import Endpoint
 from cht.ingest.listeners import SrtListener, TcpListener
 from cht.ingest.relay import Relay
-from cht.session import Session, atomic_write_text, iso
+from cht.session import Session, atomic_write_text, iso, take_lock
 
 log = logging.getLogger("cht.ingest")
 
@@ -104,17 +103,15 @@ class IngestService:
     # -- one service per data dir --
 
     def _take_lock(self) -> None:
-        fd = os.open(self.data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
+        path = self.data_dir / LOCK
+        self._lock_fd = take_lock(path)
+        if self._lock_fd is None:
+            try:
+                pid = path.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
             raise SessionError(f"an ingest service (pid {pid}) already serves {self.data_dir}: "
-                               "stop it first, or use another --data-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+                               "stop it first, or use another --data-dir")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
