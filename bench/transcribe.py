@@ -19,7 +19,6 @@ import platform
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import av
 import pytest
 
-from conftest import Cht, decode_fully, make_media, wait_for
+from conftest import Cht, decode_fully, make_media
 
 pytestmark = pytest.mark.slow
 

@@ -118,7 +118,7 @@ def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report:
     # the transcript: no word twice, every phrase clear of the outages heard
     heard = sorted(transcript_words(root), key=lambda w: w[1])
     for i, (word, start, end) in enumerate(heard):
-        for other, s2, e2 in heard[i + 1:i + 6]:
+        for other, s2, _ in heard[i + 1:i + 6]:
             if other == word and s2 < end - 0.05:
                 report.duplicated_words.append(f"{word} at {start:.2f} and {s2:.2f}")
     phrases = [truth[i:i + phrase_words] for i in range(0, len(truth), phrase_words)]
