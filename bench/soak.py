@@ -42,8 +42,8 @@ def main() -> None:
     print(kill_loop.table(report))
     if report.problems:
         print("\nproblems:\n- " + "\n- ".join(report.problems))
-    print(f"\nRSS (MiB) first / last sample: {report.rss_mib[0][1]:.0f} / {report.rss_mib[-1][1]:.0f}"
-          if report.rss_mib else "")
+    marks = [m for m in report.rss_mib if m[0] >= 60][:: max(1, len(report.rss_mib) // 10)]
+    print("\nRSS of cht record (MiB) over time: " + ", ".join(f"{t / 60:.0f} min {m:.0f}" for t, m in marks))
 
 
 if __name__ == "__main__":

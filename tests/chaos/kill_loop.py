@@ -17,8 +17,9 @@ from speech import match, transcript_words
 
 BEFORE_S = 1.6  # seconds a gap may start before the kill: the 1 s fragment in progress, the
 #                 ~0.3 s until ffmpeg writes a finished fragment, the 0.25 s watchdog tick of the clock
-AFTER_S = 1.3  # seconds a gap may end after the new recorder ran: the file resumes at its next
-#               keyframe (1 s apart), plus the clock's tick
+AFTER_S = 2.0  # seconds a gap may end after the new recorder ran: the file resumes at its next
+#               keyframe (1 s apart), ffmpeg's -readrate reads 0.5 s ahead, the clock's tick
+#               (the 20-minute soak measured up to 1.6 s)
 
 
 @dataclass
