@@ -78,10 +78,6 @@ def push(src: Path, url: str, seconds: float, check: bool = True) -> subprocess.
                           check=check, timeout=seconds + 30, capture_output=True)
 
 
-def sessions(cht: Cht) -> list[str]:
-    return [s for s in cht.sessions()]
-
-
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory):
     path = tmp_path_factory.mktemp("ingest") / "talk.mp4"

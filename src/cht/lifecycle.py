@@ -196,11 +196,7 @@ class Lifecycle:
             if not run.handled:
                 run.handled = True
                 self._finalize_run(run)
-            self._spawn("client reconnected")
-            self.restarts += 1
-            self.bus.publish(ev.RecorderRestarted(self._runs[-1].first_index, "client reconnected", self.restarts))
-            self._refresh()
-            self._save_manifest()
+            self._restart("client reconnected")
 
     # -- control channel --
 
@@ -391,13 +387,18 @@ class Lifecycle:
         if self._feed:
             self._feed.detach()
         reason = "client disconnected" if self.source.kind == "listen" and code == 0 else f"recorder exited ({code})"
-        if not self._spawn(reason):
+        if not self._restart(reason):
             self._shutdown("stopped", "end of source")
-            return
+
+    def _restart(self, reason: str) -> bool:
+        """The next run, announced; False when a file source has nothing left to play."""
+        if not self._spawn(reason):
+            return False
         self.restarts += 1
         self.bus.publish(ev.RecorderRestarted(self._runs[-1].first_index, reason, self.restarts))
         self._refresh()
         self._save_manifest()
+        return True
 
     def _finalize_run(self, run: Run) -> bool:
         """Cut the torn last fragment of a dead run; drop files it left empty. True if it recorded."""

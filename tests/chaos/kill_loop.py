@@ -31,7 +31,8 @@ class Outage:
 @dataclass
 class Report:
     seconds: float
-    kills: int = 0
+    injected: int = 0  # recorder kills
+    kills: int = 0  # of which a new recorder took over
     outages: list[Outage] = field(default_factory=list)
     segments: int = 0
     gaps: list[tuple[float, float]] = field(default_factory=list)
@@ -70,6 +71,7 @@ def run(cht: Cht, src: Path, truth: list, phrase_words: int, seconds: float, see
             pid = recorder_pid(proc.pid)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
+                report.injected += 1
                 killed = time.time()
                 try:
                     wait_for(lambda: recorder_pid(proc.pid) not in (None, pid), 10, 0.02, what="a new recorder")
@@ -138,7 +140,7 @@ def table(report: Report) -> str:
     """The report as the Markdown rows bench/README.md keeps."""
     slope = rss_slope(report.rss_mib)
     lost_outside = len(report.phrases_lost) + len(report.duplicated_words) + len(report.frames_in_gaps)
-    return (f"| {report.seconds / 60:.0f} min | {report.kills} recorder kill -9 | {report.kills - len(report.problems)}"
+    return (f"| {report.seconds / 60:.0f} min | {report.injected} recorder kill -9 | {report.kills}"
             f" | {report.segments} | {len(report.gaps)} ({sum(b - a for a, b in report.gaps):.1f} s) "
             f"| {report.phrases - len(report.phrases_lost)} / {report.phrases} | {lost_outside} "
             f"| {'n/a' if slope is None else f'{slope:+.2f} MiB/h'} |")

@@ -25,7 +25,7 @@ from cht.ingest.service import LOCK, MARKER, SOCKET, clear_stale, read_marker
 from cht.lifecycle import close_session_log, open_session_log
 from cht.live_analysis import LiveAnalysis
 from cht.record.follow import ManifestFollower
-from cht.session import Manifest, Session, lock_held
+from cht.session import Manifest, Session, lock_held, segment_index
 
 if TYPE_CHECKING:
     from cht.transcribe.model import SpeechModel
@@ -114,7 +114,7 @@ class AttachedSession:
     def _publish_changes(self) -> None:
         manifest = self.manifest
         for seg in manifest.segments[self._segments_seen:]:
-            index = int(Path(seg.file).stem.split("_")[1])
+            index = segment_index(Path(seg.file))
             self.bus.publish(ev.SegmentStarted(index, seg.file, seg.global_start))
             if self._runs_seen and seg.run not in self._runs_seen:
                 self.bus.publish(ev.RecorderRestarted(index, "the client came back", len(self._runs_seen)))
@@ -125,7 +125,7 @@ class AttachedSession:
                 self._went_live = True
                 self.bus.publish(ev.WentLive(manifest.duration))
             last = manifest.segments[-1]
-            self.bus.publish(ev.DurationChanged(manifest.duration, int(Path(last.file).stem.split("_")[1]),
+            self.bus.publish(ev.DurationChanged(manifest.duration, segment_index(Path(last.file)),
                                                 sum(s.bytes for s in manifest.segments)))
             self.bus.publish(ev.LiveTick(manifest.duration))
 
