@@ -24,8 +24,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Annotated
 
 import av
+from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
 
 from cht.errors import SessionError
 from cht.media import fmp4
@@ -35,6 +37,8 @@ log = logging.getLogger("cht.session")
 MANIFEST_VERSION = 1
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SEGMENT_FILE = re.compile(r"^seg_(\d{5,})\.mp4$")
+SEGMENT_PATH = r"^segments/seg_\d{5,}\.mp4$"  # what a manifest may name: nothing outside the session
+PRIVATE_DIR = 0o700  # recordings are their owner's: nobody else may list or read a session
 GAP_EPSILON_S = 0.001  # seconds: smaller differences between runs are rounding, not gaps
 
 # Metadata keys each segment file carries (mp4 `use_metadata_tags`).
@@ -60,7 +64,7 @@ def atomic_write_json(path: Path, data: dict) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write temp + fsync + rename, so readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -84,6 +88,7 @@ class SegmentFacts:
     started_at: float  # epoch seconds: when its first media arrived
     duration: float  # seconds of complete fragments
     bytes: int
+    holes: tuple = ()  # (start, end) seconds from the file's start: damaged media skipped by a repair
 
 
 def segment_facts(
@@ -101,12 +106,14 @@ def segment_facts(
         return None  # not a cht segment (or its header never got written)
     if first_media_at is not None and global_start is None:  # a live run: when media really came
         started = first_media_at
-    return SegmentFacts(file, index, run, global_start, origin, started, scan.duration, scan.complete_bytes)
+    return SegmentFacts(file, index, run, global_start, origin, started, scan.duration, scan.complete_bytes,
+                        tuple(scan.holes))
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class Segment:
-    file: str
+    file: Annotated[str, StringConstraints(pattern=SEGMENT_PATH)]
     global_start: float
     duration: float
     started_at: str
@@ -119,10 +126,12 @@ class Segment:
         return self.global_start + self.duration
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class Gap:
     start: float
     end: float
+    reason: str = ""  # why, when it is not an outage of the source (a damaged file)
 
 
 @dataclass
@@ -147,17 +156,20 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
-        if data.get("version") != MANIFEST_VERSION:
-            raise SessionError(f"manifest version {data.get('version')!r} is not {MANIFEST_VERSION}: run `cht rebuild`")
-        return cls(
-            id=data["id"],
-            source=data["source"],
-            state=data["state"],
-            reason=data.get("reason", ""),
-            started_at=data.get("started_at", ""),
-            segments=[Segment(**s) for s in data.get("segments", [])],
-            gaps=[Gap(**g) for g in data.get("gaps", [])],
-        )
+        """Checked against the schema: a manifest of the wrong shape is a SessionError, never a
+        KeyError halfway through listing every session."""
+        version = data.get("version") if isinstance(data, dict) else None
+        if version != MANIFEST_VERSION:
+            raise SessionError(f"manifest version {version!r} is not {MANIFEST_VERSION}: run `cht rebuild`")
+        try:
+            return _MANIFEST.validate_python(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise SessionError(f"manifest has the wrong shape ({where}: {first['msg']}): run `cht rebuild`") from None
+
+
+_MANIFEST = TypeAdapter(Manifest)
 
 
 def derive(facts: list[SegmentFacts]) -> tuple[list[Segment], list[Gap]]:
@@ -200,8 +212,10 @@ def derive(facts: list[SegmentFacts]) -> tuple[list[Segment], list[Gap]]:
             bytes=fact.bytes,
         )
         segments.append(seg)
+        gaps += [Gap(round(start + a, 3), round(start + b, 3), "damaged media skipped by a repair")
+                 for a, b in fact.holes]
         prev = seg
-    return segments, gaps
+    return segments, sorted(gaps, key=lambda g: g.start)
 
 
 def segment_index(path: Path) -> int | None:
@@ -255,7 +269,7 @@ class Session:
     def create(cls, data_dir: Path, session_id: str | None = None) -> "Session":
         base = cls.sessions_dir(data_dir)
         try:
-            base.mkdir(parents=True, exist_ok=True)
+            base.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=base):  # unique per call: the ingest creates sessions in parallel
                 pass
         except OSError as exc:
@@ -266,7 +280,7 @@ class Session:
             check_id(session_id)
             root = base / session_id
             try:
-                root.mkdir()
+                root.mkdir(mode=PRIVATE_DIR)
             except FileExistsError:
                 raise SessionError(f"session {session_id} already exists") from None
         else:
@@ -274,12 +288,12 @@ class Session:
             for n in range(1000):
                 root = base / (stamp if n == 0 else f"{stamp}-{n}")
                 try:
-                    root.mkdir()
+                    root.mkdir(mode=PRIVATE_DIR)
                     break
                 except FileExistsError:
                     continue
         session = cls(root)
-        session.segments_dir.mkdir()
+        session.segments_dir.mkdir(mode=PRIVATE_DIR)
         return session
 
     @classmethod
@@ -370,6 +384,7 @@ class Session:
                 close_segment(path)
         facts, source = self.facts_from_files()
         segments, gaps = derive(facts)
+        gaps = sorted(gaps + self._set_aside_gaps(segments), key=lambda g: g.start)
         if self.is_recording():
             state, reason = "recording", ""
         elif old is None:
@@ -390,6 +405,17 @@ class Session:
         self.save_manifest(manifest)
         return manifest
 
+    def _set_aside_gaps(self, segments: list[Segment]) -> list[Gap]:
+        """A file a repair set aside is named in the manifest where it stood (its length is
+        unknown: its header, which holds the timescale, is what was lost)."""
+        gaps = []
+        for path in sorted(self.segments_dir.glob("seg_*.mp4.damaged*")):
+            index = int(re.match(r"seg_(\d+)", path.name).group(1))
+            before = [s for s in segments if segment_index(Path(s.file)) < index]
+            at = before[-1].global_end if before else 0.0
+            gaps.append(Gap(round(at, 3), round(at, 3), f"{path.name}: unreadable, set aside"))
+        return gaps
+
     def current_manifest(self) -> Manifest:
         """The manifest as it stands, with a recording whose process died shown as crashed."""
         manifest = self.load_manifest()
@@ -403,7 +429,7 @@ class Session:
 def take_lock(path: Path) -> int | None:
     """An exclusive lock on `path` (which then holds our pid), or None if another process has
     it. The kernel drops it when the holder dies, however it dies: that is the liveness proof."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -430,14 +456,22 @@ def lock_held(path: Path) -> bool:
 
 
 def close_segment(path: Path) -> bool:
-    """Make a segment whose writer has gone safe to read: cut a torn last fragment, delete a
-    file with no media at all (what a kill during rotation leaves). True if media remains."""
-    removed = fmp4.cut_to_complete(path)
-    if removed:
-        log.info("%s: cut %d bytes of a torn last fragment", path.name, removed)
-    if fmp4.scan(path).fragments:
+    """Make a segment whose writer has gone safe to read (`fmp4.repair`: cut only a torn last
+    fragment, skip damage elsewhere, set an unreadable file aside). A file that is nothing but
+    a header (a kill during rotation) holds no media and is removed. True if media remains."""
+    done = fmp4.repair(path)
+    if done.skipped or done.set_aside:
+        log.warning("%s", done.describe(path.name))
+    elif done.cut:
+        log.info("%s", done.describe(path.name))
+    if done.set_aside is not None:
+        return False
+    info = fmp4.scan(path)
+    if info.fragments:
         return True
-    path.unlink(missing_ok=True)
+    size = os.path.getsize(path)
+    if size == 0 or (info.has_moov and info.complete_bytes == size):
+        path.unlink(missing_ok=True)
     return False
 
 

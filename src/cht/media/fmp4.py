@@ -1,21 +1,35 @@
-"""Read a growing fragmented MP4 incrementally, without decoding it.
+"""Read a growing fragmented MP4 incrementally, without decoding it, and repair a closed one.
 
 The recorder writes `ftyp, moov, (moof, mdat)*`. A kill -9 can leave the last
 `moof`/`mdat` pair half-written, which decoders reject. This module finds where the last
-complete fragment ends (so a closed segment can be cut back to it) and how much media the
-complete fragments hold (so the live duration costs a few hundred bytes of reading per
-fragment, however long the file is). Only the boxes that carry timing are parsed:
-tkhd/mdhd/hdlr/trex in the moov and tfhd/tfdt/trun in each moof.
+complete fragment ends and how much media the complete fragments hold (so the live
+duration costs a few hundred bytes of reading per fragment, however long the file is).
+Only the boxes that carry timing are parsed: tkhd/mdhd/hdlr/trex in the moov and
+tfhd/tfdt/trun in each moof.
+
+`repair()` is for a file whose writer is gone. Only a torn *last* fragment is cut; damage
+anywhere else (a flipped size field, zeroed bytes) is wrapped in a `free` box up to the next
+intact `moof` (or `moov`), so readers skip it and every intact fragment after it stays; a
+file with no readable `moov` at all is renamed aside, never deleted. The skipped media shows
+up as a hole in the scan (the next fragment's decode time jumps).
 """
 
 from __future__ import annotations
 
+import logging
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger("cht.fmp4")
+
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"mvex", b"moof", b"traf"}
+#: Top-level boxes a fragmented MP4 may hold: any other type where a box should start is damage.
+TOP_LEVEL = {b"ftyp", b"styp", b"moov", b"moof", b"mdat", b"free", b"skip", b"sidx", b"mfra", b"uuid",
+             b"meta", b"prft", b"emsg", b"pdin", b"wide"}
+HOLE_S = 0.25  # seconds: a larger jump in a track's decode time is media skipped as damaged
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Fmp4Scan:
     has_moov: bool = False
     init_end: int = 0  # file offset where ftyp+moov (the init segment) end
     tracks: dict[int, _Track] = field(default_factory=dict)
+    holes: list[tuple[float, float]] = field(default_factory=list)  # seconds from the start: media skipped
 
     def update(self) -> "Fmp4Scan":
         try:
@@ -172,22 +187,155 @@ class Fmp4Scan:
                 begin = base if base is not None else track.end
                 if track.start is None:
                     track.start = begin
+                elif track.timescale and (begin - track.end) / track.timescale > HOLE_S:
+                    self._hole((track.end - track.start) / track.timescale, (begin - track.start) / track.timescale)
                 track.end = begin + total
                 base = track.end
+
+
+    def _hole(self, start: float, end: float) -> None:
+        """Tracks of one fragment skip together: overlapping holes are one."""
+        for i, (a, b) in enumerate(self.holes):
+            if start <= b and end >= a:
+                self.holes[i] = (min(a, start), max(b, end))
+                return
+        self.holes.append((start, end))
 
 
 def scan(path: Path) -> Fmp4Scan:
     return Fmp4Scan(Path(path)).update()
 
 
-def cut_to_complete(path: Path) -> int:
-    """Truncate a closed segment to its last complete fragment; return the bytes removed."""
-    info = scan(path)
+@dataclass
+class Repair:
+    """What `repair()` did to one closed segment."""
+
+    cut: int = 0  # bytes of a torn last fragment removed
+    skipped: list[tuple[int, int]] = field(default_factory=list)  # byte ranges wrapped in `free` boxes
+    set_aside: Path | None = None  # the new name of a file that cannot be read at all
+
+    def describe(self, name: str) -> str:
+        parts = []
+        if self.skipped:
+            parts.append(f"skipped {sum(b - a for a, b in self.skipped)} damaged bytes in {len(self.skipped)} place(s)")
+        if self.cut:
+            parts.append(f"cut {self.cut} bytes of a torn last fragment")
+        if self.set_aside is not None:
+            parts.append(f"no readable header: set aside as {self.set_aside.name}")
+        return f"{name}: " + "; ".join(parts)
+
+
+def _header(data, pos: int, size: int) -> tuple[bytes, int] | None:
+    """(type, end) of a plausible top-level box at `pos` (its end may lie past EOF: torn)."""
+    if pos + 8 > size:
+        return None
+    box_size, kind = struct.unpack_from(">I4s", data, pos)
+    if kind not in TOP_LEVEL:
+        return None
+    if box_size == 1:
+        if pos + 16 > size:
+            return None
+        box_size = struct.unpack_from(">Q", data, pos + 8)[0]
+        if box_size < 16:
+            return None
+    elif box_size == 0:
+        box_size = size - pos
+    elif box_size < 8:
+        return None
+    return kind, pos + box_size
+
+
+def _fragment_end(data, pos: int, size: int) -> int | None:
+    """End of an intact moof+mdat pair at `pos`, else None."""
+    moof = _header(data, pos, size)
+    if moof is None or moof[0] != b"moof" or moof[1] > size:
+        return None
+    mdat = _header(data, moof[1], size)
+    if mdat is None or mdat[0] != b"mdat" or mdat[1] > size:
+        return None
+    try:
+        kinds = [k for k, _s, _e in _boxes(data[pos:moof[1]], 8)]
+    except struct.error:
+        return None
+    return mdat[1] if b"traf" in kinds else None
+
+
+def _moov_end(data, pos: int, size: int) -> int | None:
+    box = _header(data, pos, size)
+    if box is None or box[0] != b"moov" or box[1] > size:
+        return None
+    try:
+        return box[1] if any(k == b"trak" for k, _s, _e in _boxes(data[pos:box[1]], 8)) else None
+    except struct.error:
+        return None
+
+
+def _resync(data, start: int, size: int, kind: bytes) -> int | None:
+    """Offset of the next intact moof+mdat (or moov) at or after `start`."""
+    check = _fragment_end if kind == b"moof" else _moov_end
+    at = start + 4
+    while (at := data.find(kind, at)) != -1:
+        if check(data, at - 4, size) is not None:
+            return at - 4
+        at += 1
+    return None
+
+
+def repair(path: Path) -> Repair:
+    """Make a closed segment safe to read without throwing away media that can be read."""
+    done = Repair()
     size = os.path.getsize(path)
-    if not info.has_moov or size <= info.complete_bytes:
-        return 0
+    if size == 0:
+        return done
     with open(path, "r+b") as f:
-        f.truncate(info.complete_bytes)
-        f.flush()
-        os.fsync(f.fileno())
-    return size - info.complete_bytes
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            pos, has_moov, free = 0, False, []
+            while pos < size:
+                box = _header(data, pos, size)
+                if box is not None and box[0] == b"moof":
+                    end = _fragment_end(data, pos, size)
+                elif box is not None and box[0] == b"moov":
+                    end = _moov_end(data, pos, size)
+                    has_moov = has_moov or end is not None
+                else:
+                    end = box[1] if box is not None and box[1] <= size and box[0] != b"mdat" else None
+                if end is not None:
+                    pos = end
+                    continue
+                nxt = _resync(data, pos, size, b"moof" if has_moov else b"moov")
+                if nxt is None:
+                    break  # nothing intact after this: a torn tail
+                free.append((pos, nxt))
+                pos = nxt
+        if not has_moov:
+            aside = _aside(path)
+            os.rename(path, aside)
+            done.set_aside = aside
+            return done
+        for a, b in free:
+            if b - a >= 1 << 32:
+                continue  # cannot be one plain box; readers stop there, as before
+            f.seek(a)
+            f.write(struct.pack(">I4s", b - a, b"free"))
+            done.skipped.append((a, b))
+        if pos < size:
+            f.truncate(pos)
+            done.cut = size - pos
+        if done.skipped or done.cut:
+            f.flush()
+            os.fsync(f.fileno())
+    return done
+
+
+def _aside(path: Path) -> Path:
+    """`seg_00003.mp4.damaged`, or `.damaged.1`… if that name is taken."""
+    candidate, n = path.with_name(path.name + ".damaged"), 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.damaged.{n}")
+    return candidate
+
+
+def cut_to_complete(path: Path) -> int:
+    """Repair a closed segment (see `repair`); return the bytes cut from its end."""
+    return repair(path).cut
