@@ -26,20 +26,20 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cht import events as ev
-from cht.analyze.pipeline import analyze_offline
 from cht.config import (RecordOptions, SceneOptions, default_cache_dir, default_data_dir, parse_duration,
                         parse_since, parse_size, ui_url, UI_HOST, UI_PORT)
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
 from cht.index.export import export as export_session
-from cht.index.live import follow, reindex_all, reindex_session
+from cht.index.live import follow as index_lines_of, reindex_all, reindex_session
 from cht.index.query import parse as parse_query
 from cht.index.search import MARK_END, MARK_START, SearchIndex
-from cht.lifecycle import Lifecycle, source_label
+from cht.lifecycle import source_label
 from cht.ingest.endpoints import __doc__ as ENDPOINTS_DOC
 from cht.record.sources import HELP as SOURCE_HELP
 from cht.record.sources import parse_source
+from cht.recording import build_recording
 from cht.session import Session, check_id, list_sessions
 
 LISTEN_HELP = ENDPOINTS_DOC.split("\n\n")[1] + "\n"
@@ -73,12 +73,29 @@ def main_options(
         State.data_dir = data_dir.expanduser()
 
 
-def _load_speech(model: Path | None, language: str | None):
-    """The speech model, loaded before anything is recorded: a missing model fails fast."""
+def _load_engine(model: Path | None):
+    """The process's one speech engine, loaded before anything is recorded: a missing model
+    fails fast."""
+    from cht.transcribe.engine import SpeechEngine
     from cht.transcribe.model import SpeechModel, check_model_dir, default_model_dir
 
     model_dir = check_model_dir(model) if model is not None else default_model_dir(default_cache_dir())
-    return SpeechModel(model_dir, language=language)
+    return SpeechEngine(SpeechModel(model_dir))
+
+
+def _stage_config(*, analyze: bool, transcribe: bool, model: Path | None, language: str | None,
+                  min_scene: str = "2s", stages: tuple[str, ...] | None = None):
+    """The stages to run and what they need; the model is loaded only when a transcript is wanted."""
+    from cht.stages import ALL, StageConfig
+    from cht.transcribe.model import check_language
+    from cht.transcribe.worker import TranscribeOptions
+
+    language = check_language(language)
+    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
+    if stages is None:
+        stages = tuple(n for n in ALL if analyze and (transcribe or n != "transcript"))
+    engine = _load_engine(model) if "transcript" in stages else None
+    return stages, StageConfig(scenes=scene_options, engine=engine, transcribe=TranscribeOptions(language=language))
 
 
 @dataclass
@@ -95,7 +112,7 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
             ui: UiOptions | None = None) -> int:
     options = RecordOptions(fast=fast, max_segment_s=_parsed(parse_duration, max_segment),
                             min_free_bytes=_parsed(parse_size, min_free))
-    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
+    SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))  # a bad value fails before anything loads
     if append and session_id is None:
         raise SessionError("--append continues a session: name it with --session ID")
     source = parse_source(source_spec)
@@ -115,43 +132,44 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
                 )
             append_to = session.rebuild()
     _check_free_space(data_dir, options.min_free_bytes)
-    speech = _load_speech(model, language) if transcribe and analyze else None
+    stages, config = _stage_config(analyze=analyze, transcribe=transcribe, model=model, language=language,
+                                   min_scene=min_scene)
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
-    lifecycle = Lifecycle(session, source, options, bus, cache_dir=data_dir / "cache", append_to=append_to,
-                          analyze=analyze, scene_options=scene_options, speech=speech)
+    recording = build_recording(session, source, options, bus, cache_dir=data_dir / "cache", stages=stages,
+                                config=config, append_to=append_to)
     if source.kind == "listen":
         err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
-    return _drive(lifecycle, session, bus, source_label(source), ui)
+    return _drive(recording, session, bus, source_label(source), ui)
 
 
 def _attach(*, timeout: float, analyze: bool, min_scene: str, transcribe: bool, model: Path | None,
             language: str | None, ui: UiOptions | None) -> int:
     """`cht record --attach`: the session the ingest service records, analysed here."""
-    from cht.ingest.attach import AttachedSession, wait_for_session
+    from cht.watch import WatchedSession, wait_for_session
 
-    scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
-    speech = _load_speech(model, language) if transcribe and analyze else None
+    stages, config = _stage_config(analyze=analyze, transcribe=transcribe, model=model, language=language,
+                                   min_scene=min_scene)
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     err.print(f"waiting for the ingest service's session in {State.data_dir} (up to {timeout:g} s)")
     session = wait_for_session(State.data_dir, timeout, lambda: bool(stop), lambda m: err.print(m, soft_wrap=True))
     bus = ev.EventBus()
-    attached = AttachedSession(session, bus, analyze=analyze, scene_options=scene_options, speech=speech)
+    attached = WatchedSession(session, bus, stages, config)
     return _drive(attached, session, bus, attached.manifest.source, ui)
 
 
-def _drive(lifecycle, session: Session, bus: ev.EventBus, label: str, ui: UiOptions | None) -> int:
-    """Run a recording (or an attached session) to its end: Ctrl-C / SIGTERM stop it, the
+def _drive(run, session: Session, bus: ev.EventBus, label: str, ui: UiOptions | None) -> int:
+    """Run a recording (or a followed session) to its end: Ctrl-C / SIGTERM stop it, the
     web timeline and the search index follow it, the terminal shows its status."""
     index = _open_index()
     if index is not None:
-        bus.subscribe(follow(index, session.id, lambda: lifecycle.manifest.started_at, label))
+        bus.subscribe(index_lines_of(index, session.id, lambda: run.manifest.started_at, label))
 
     def on_signal(signum, _frame):
-        lifecycle.request_stop()
+        run.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -160,12 +178,12 @@ def _drive(lifecycle, session: Session, bus: ev.EventBus, label: str, ui: UiOpti
         from cht.web.app import LiveSession, UiState
         from cht.web.server import WebServer
 
-        state = UiState(State.data_dir, live={session.id: LiveSession(bus, lifecycle.capture,
-                                                                          lambda: lifecycle.manifest)})
+        state = UiState(State.data_dir, live={session.id: LiveSession(bus, run.capture, lambda: run.manifest,
+                                                                          run.status)})
         web = WebServer(state, host=ui.host, port=ui.port, token=ui.token)
     with RecordingView(err) as view:
         bus.subscribe(view)
-        lifecycle.start()
+        run.start()
         if web is not None:
             try:
                 web.start()
@@ -173,12 +191,12 @@ def _drive(lifecycle, session: Session, bus: ev.EventBus, label: str, ui: UiOpti
             except ChtError as exc:
                 err.print(f"warning: {exc}")
                 web = None
-        while not lifecycle.wait(0.2):
-            if lifecycle.stop_requested:
-                lifecycle.stop()
+        while not run.wait(0.2):
+            if run.stop_requested:
+                run.stop()
     if web is not None:
         web.stop()
-    manifest = lifecycle.manifest
+    manifest = run.manifest
     out.print(f"session {session.id}: {manifest.state}, {len(manifest.segments)} segment(s), "
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
     abnormal = manifest.state not in ("stopped", "recording") or manifest.reason.startswith(ABNORMAL_REASONS)
@@ -209,6 +227,20 @@ def _parsed(parse, text: str):
         return parse(text)
     except ValueError as exc:
         raise SessionError(str(exc)) from None
+
+
+@contextmanager
+def _analysing(session: Session) -> Iterator[None]:
+    """Hold the session's analysis lock: no follower may write the same files meanwhile."""
+    import os
+
+    from cht.recording import claim_analysis
+
+    fd = claim_analysis(session)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -294,7 +326,16 @@ def ingest(
     relay_host: str = typer.Option(UI_HOST, "--relay-host", help="Relay address (beyond loopback it needs a token)."),
     relay_port: int = typer.Option(8766, "--relay-port", min=0, max=65535, help="Relay HTTP port (0: any free one)."),
     no_relay: bool = typer.Option(False, "--no-relay", help="No live MPEG-TS relay for viewers."),
-    token: Optional[str] = typer.Option(None, "--token", help="Relay token (default: generated when exposed)."),
+    no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, waveform or transcript."),
+    no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcripts (`cht transcribe` later)."),
+    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
+    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Token for the relay and the web UI "
+                                        "(default: generated when either is exposed)."),
 ) -> None:
     from cht.config import IngestOptions
     from cht.ingest.endpoints import parse_endpoint
@@ -308,8 +349,18 @@ def ingest(
     options = IngestOptions(grace_s=_parsed(parse_duration, grace))
     record_options = RecordOptions(max_segment_s=_parsed(parse_duration, max_segment),
                                    min_free_bytes=_parsed(parse_size, min_free))
+    stages, config = _stage_config(analyze=not no_analyze, transcribe=not no_transcribe, model=model,
+                                   language=language, min_scene=min_scene)
     relay = None if no_relay else Relay(relay_host, relay_port, token)
-    service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay)
+    web = state = None
+    if not no_ui:
+        from cht.web.app import UiState
+        from cht.web.server import WebServer
+
+        state = UiState(State.data_dir)
+        web = WebServer(state, host=host, port=port, token=token)
+    service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay,
+                            stages=stages, stage_config=config, live=state.live if state is not None else None)
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
@@ -319,11 +370,58 @@ def ingest(
         err.print(f"listening on {endpoint.label}")
     if relay is not None:
         err.print(f"relay: {relay.url()} (MPEG-TS; ffplay or VLC open it)")
-    err.print(f"attach with: cht --data-dir {State.data_dir} record --attach   (Ctrl-C stops the service)")
+    if web is not None:
+        try:
+            web.start()
+            err.print(f"timeline: {web.url()}")
+        except ChtError as exc:
+            err.print(f"warning: {exc}")
+            web = None
+    analysed = ", ".join(stages) if stages else "nothing (--no-analyze)"
+    err.print(f"every room is analysed here: {analysed}   (Ctrl-C stops the service)")
     while not stop:
         time.sleep(0.2)
     err.print("stopping: finishing the recordings")
     service.stop()
+    if web is not None:
+        web.stop()
+
+
+@app.command(help="Analyse a session another process records (or a finished one): keyframes, waveform and "
+             "transcript, live, until that recording stops.")
+def follow(
+    target: str = typer.Argument(..., metavar="ID|DIR", help="A session id in the data dir, or a session dir."),
+    stages: str = typer.Option(",".join(("scenes", "waveform", "transcript")), "--stages",
+                               help="Which stages to run, comma-separated: scenes,waveform,transcript."),
+    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
+    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
+    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
+) -> None:
+    from cht.stages import parse_stages
+    from cht.watch import WatchedSession
+
+    session = _session_at(target)
+    names = parse_stages(stages)
+    names, config = _stage_config(analyze=True, transcribe=True, model=model, language=language,
+                                  min_scene=min_scene, stages=names)
+    bus = ev.EventBus()
+    watched = WatchedSession(session, bus, names, config)
+    raise typer.Exit(_drive(watched, session, bus, watched.manifest.source, UiOptions(not no_ui, host, port, token)))
+
+
+def _session_at(target: str) -> Session:
+    """A session named by id, or a session dir given by path (a network share, another data dir)."""
+    path = Path(target).expanduser()
+    if path.is_dir() and (path / "segments").is_dir():
+        return Session(path.resolve())
+    if "/" in target or path.is_dir():
+        raise SessionError(f"{target} is not a session dir (it has no segments/): give a session id or the "
+                           "dir `cht record` wrote")
+    return Session.open(State.data_dir, target)
 
 
 def _log_to(console: Console, path: Path) -> None:
@@ -395,8 +493,10 @@ def analyze(
     if session.is_recording():
         raise SessionError(f"session {session_id} is still recording: its analysis is running live")
     manifest = session.current_manifest()
-    with _progress("analysing", manifest.duration) as report:
-        frames = analyze_offline(session.root, manifest.segments, ev.EventBus(), report, scene_options)
+    from cht.offline import analyze_offline
+
+    with _analysing(session), _progress("analysing", manifest.duration) as report:
+        frames = analyze_offline(session.root, manifest, ev.EventBus(), report, scene_options)
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
     out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")
 
@@ -408,7 +508,9 @@ def transcribe(
     model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
     language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
 ) -> None:
-    from cht.transcribe.offline import pending, transcribe_session
+    from cht.offline import transcribe_session
+    from cht.transcribe.model import check_language
+    from cht.transcribe.offline import pending
     from cht.transcribe.store import read_spoken
 
     session = Session.open(State.data_dir, session_id)
@@ -419,9 +521,10 @@ def transcribe(
     if todo <= 0:
         out.print(f"{session.id}: the transcript covers the whole session (--all transcribes it again)")
         return
-    speech = _load_speech(model, language)
-    with _progress("transcribing", manifest.duration) as report:
-        left = transcribe_session(session.root, manifest, speech, redo=redo, progress=report)
+    language = check_language(language)
+    engine = _load_engine(model)
+    with _analysing(session), _progress("transcribing", manifest.duration) as report:
+        left = transcribe_session(session.root, manifest, engine, redo=redo, language=language, progress=report)
     _reindex(session)
     lines = read_spoken(session.root)
     words = sum(len(line.words) for line in lines)

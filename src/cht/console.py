@@ -70,7 +70,7 @@ class RecordingView:
                 self.console.print(f"keyframe ({event.kind}) at {fmt_time(event.t)}")
             case ev.TranscriptSegments(final=True):
                 for line in event.lines:
-                    self.console.print(f"[dim]{fmt_time(line['start'])}[/] {line['text']}", markup=True)
+                    self.console.print(f"[dim]{fmt_time(line.start)}[/] {line.text}", markup=True)
             case ev.TranscriptLag():
                 self.lag = event.lag_s
                 if event.draining and not self.draining and event.lag_s >= 1:

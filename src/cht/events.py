@@ -11,7 +11,10 @@ import logging
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from cht.transcribe.store import TranscriptLine
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class WaveformUpdated(Event):
 
 @dataclass
 class TranscriptSegments(Event):
-    lines: list[dict]  # TranscriptLine fields: chunk, start, end, text, words, span, final
+    lines: list[TranscriptLine]
     final: bool  # False: a provisional hypothesis for a chunk still being spoken
 
 

@@ -1,5 +1,8 @@
 """The life of one recording: start, watchdog, live tick, rotation, go-live, stop.
 
+It only records: what the recording shows and says is derived by a `Follower` reading the
+files it writes (in this process for `cht record`, or in another).
+
 It owns the recorder runs and the global clock. Each run is an ffmpeg process writing
 numbered segments; when one dies, the watchdog notices within `watchdog_s` and starts the
 next run into the next segment, and the outage becomes a gap. Everything that happens is
@@ -20,13 +23,11 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from cht import events as ev
-from cht.config import RecordOptions, SceneOptions
-from cht.control import ControlServer
+from cht.config import RecordOptions
 from cht.errors import SourceError
-from cht.live_analysis import LiveAnalysis
 from cht.media.ffmpeg import keyframe_times, recorder_args
 from cht.record.demo import generator_args
 from cht.record.feed import Feed, PipeFeed
@@ -48,10 +49,6 @@ from cht.session import (
     segment_facts,
     segment_index,
 )
-
-if TYPE_CHECKING:
-    from cht.transcribe.model import SpeechModel
-    from cht.transcribe.worker import Transcriber
 
 Relay = Callable[[bytes], None]
 
@@ -84,12 +81,8 @@ class Lifecycle:
         *,
         cache_dir: Path,
         append_to: Manifest | None = None,
-        analyze: bool = True,
-        scene_options: SceneOptions | None = None,
-        speech: SpeechModel | None = None,
         feed: Feed | None = None,
         relay: Relay | None = None,
-        control: bool = True,
     ) -> None:
         self.session = session
         self.source = source
@@ -97,11 +90,6 @@ class Lifecycle:
         self.bus = bus
         self._cache_dir = cache_dir
         self._append_to = append_to
-        self.analysis = LiveAnalysis(session.root, bus, lambda: self.manifest.segments,
-                                     scene_options=scene_options, speech=speech,
-                                     start_over=append_to is not None) if analyze else None
-        self._control = ControlServer(session.control_path, {"status": self._status, "capture": self._capture}) \
-            if control else None
         self._tracker = SegmentTracker(session.segments_dir)
         self._feed = feed  # a pushed stream's bytes; the demo makes its own generator
         self._relay = relay  # gets the live stream as MPEG-TS from every run
@@ -144,18 +132,11 @@ class Lifecycle:
         self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
         self._refresh()
         self._save_manifest()
-        if self.analysis is not None:
-            self.analysis.start()
-        if self._control is not None:
-            self._control.start()
         self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
         self._thread.start()
 
     def request_stop(self) -> None:
-        """Ask for a stop from a signal handler; `stop()` then does the work. Asked again
-        while stopping, it leaves what is not transcribed yet for `cht transcribe`."""
-        if self._stopping.is_set() and self.analysis is not None:
-            self.analysis.abandon_transcription()
+        """Ask for a stop from a signal handler; `stop()` then does the work."""
         self._stopping.set()
 
     @property
@@ -179,10 +160,6 @@ class Lifecycle:
         run = self._runs[-1] if self._runs else None
         return run.recorder.pid if run and run.recorder else None
 
-    @property
-    def transcriber(self) -> Transcriber | None:
-        return self.analysis.transcriber if self.analysis is not None else None
-
     def reconnect(self, feed: Feed) -> None:
         """A pushed stream's client is back: the next run records it into a new segment,
         after the gap since the last one."""
@@ -198,21 +175,9 @@ class Lifecycle:
                 self._finalize_run(run)
             self._restart("client reconnected")
 
-    # -- control channel --
-
-    def _status(self, _request: dict) -> dict:
+    def status(self) -> dict:
         return {"session": self.session.id, "state": self.manifest.state, "duration": self.manifest.duration,
-                "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes,
-                "transcript_lag": None if self.analysis is None else self.analysis.lag_s}
-
-    def capture(self) -> dict:
-        """Save the picture shown now as a keyframe; RuntimeError says why it cannot."""
-        return self._capture({})
-
-    def _capture(self, _request: dict) -> dict:
-        if self.analysis is None:
-            raise RuntimeError("analysis is off for this recording (--no-analyze)")
-        return self.analysis.capture()
+                "segment": self._last_index, "restarts": self.restarts, "bytes": self.bytes}
 
     # -- runs --
 
@@ -491,10 +456,6 @@ class Lifecycle:
             if self._feed:
                 self._feed.stop()
             self._refresh()
-            if self.analysis is not None:
-                self.analysis.finish(self.manifest)  # drains what the segments still hold
-            if self._control is not None:
-                self._control.close()
             self.manifest.state = state
             self.manifest.reason = reason
             self._save_manifest()

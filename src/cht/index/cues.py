@@ -30,7 +30,7 @@ def cues(lines: list[TranscriptLine]) -> list[Cue]:
     words = []
     for line in sorted(lines, key=lambda x: x.start):
         if line.words:
-            words += [(float(w["start"]), float(w["end"]), w["word"].strip()) for w in line.words if w["word"].strip()]
+            words += [(w.start, w.end, w.word.strip()) for w in line.words if w.word.strip()]
         elif line.text:
             words.append((line.start, line.end, line.text))
     out: list[Cue] = []

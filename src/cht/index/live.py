@@ -10,7 +10,7 @@ from typing import Callable
 from cht import events as ev
 from cht.index.search import SearchIndex
 from cht.session import Session, epoch, list_sessions
-from cht.transcribe.store import TranscriptLine, read_spoken
+from cht.transcribe.store import read_spoken
 
 log = logging.getLogger("cht.index")
 
@@ -24,7 +24,7 @@ def follow(index: SearchIndex, session_id: str, started: Callable[[], str], sour
             return
         began = started()
         try:
-            index.add(session_id, [TranscriptLine.from_dict(line) for line in event.lines],
+            index.add(session_id, event.lines,
                       started=epoch(began) if began else None, source=source)
         except sqlite3.Error as exc:
             log.warning("search index not updated: %s (run `cht reindex`)", exc)

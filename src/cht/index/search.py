@@ -164,7 +164,7 @@ class SearchIndex:
 
 def _compact(words: list[dict]) -> str:
     """[[start, word], ...]: all a hit needs to say when its first matched word was spoken."""
-    return json.dumps([[round(float(w["start"]), 2), w["word"].strip()] for w in words],
+    return json.dumps([[round(w.start, 2), w.word.strip()] for w in words],
                       ensure_ascii=False, separators=(",", ":"))
 
 

@@ -1,7 +1,11 @@
 """One listen endpoint's sessions: the first client opens one and records it exactly as
 `cht record` does; a client that leaves closes its segment; one that comes back within the
 grace period continues the same session after a gap; later, the next client opens a new one.
-One client publishes at a time; another is refused while it does."""
+One client publishes at a time; another is refused while it does.
+
+Each session is a `Recording`: the recorder, and a follower feeding the room's stages
+(keyframes, waveform, transcript through the service's one speech engine); its events go to
+the service's web timeline and search index."""
 
 from __future__ import annotations
 
@@ -18,23 +22,33 @@ from cht.errors import ChtError
 from cht.ingest.endpoints import Endpoint
 from cht.ingest.feed import PushFeed, TsAligner
 from cht.ingest.relay import Relay
-from cht.lifecycle import Lifecycle
 from cht.record.sources import Source
+from cht.recording import Recording, build_recording
 from cht.session import Session, iso
+from cht.stages import StageConfig
 
 log = logging.getLogger("cht.ingest")
 
 
+Opened = Callable[[Recording], None]  # a room's recording started: the service wires it to its UI and index
+
+
 class Channel:
     def __init__(self, endpoint: Endpoint, data_dir: Path, options: IngestOptions, record_options: RecordOptions,
-                 relay: Relay | None, on_change: Callable[[], None]) -> None:
+                 relay: Relay | None, on_change: Callable[[], None], *, stages: tuple[str, ...] = (),
+                 stage_config: StageConfig | None = None, on_open: Opened | None = None,
+                 on_close: Opened | None = None) -> None:
         self.endpoint = endpoint
+        self.stages = stages
+        self.stage_config = stage_config or StageConfig()
+        self._on_open = on_open
+        self._on_close = on_close
         self.data_dir = data_dir
         self.options = options
         self.record_options = record_options
         self.relay = relay
         self._on_change = on_change  # the service republishes the active session
-        self.lifecycle: Lifecycle | None = None
+        self.recording: Recording | None = None
         self.feed: PushFeed | None = None
         self.client: str | None = None
         self.since: float | None = None  # epoch s the session went live
@@ -59,7 +73,7 @@ class Channel:
         with self._lock:
             if self.feed is not None and self.feed.connected:
                 return None
-            if self.feed is not None and self.lifecycle is not None:
+            if self.feed is not None and self.recording is not None:
                 self._bytes_before += self.feed.bytes
             feed = self.feed = PushFeed(resume)
             self.client, self._left_at = client, None
@@ -75,12 +89,12 @@ class Channel:
         log.info("%s: client left (%d bytes)", self.endpoint.label, feed.bytes)
 
     def _record(self, feed: PushFeed, client: str) -> None:
-        lifecycle = self.lifecycle
+        recording = self.recording
         try:
-            if lifecycle is not None and not lifecycle.wait(0):
-                lifecycle.reconnect(feed)
+            if recording is not None and not recording.lifecycle.wait(0):
+                recording.reconnect(feed)
                 log.info("%s: %s is back: session %s continues after a gap", self.endpoint.label, client,
-                         lifecycle.session.id)
+                         recording.session.id)
             else:
                 self._open(feed, client)
         except ChtError as exc:
@@ -98,16 +112,19 @@ class Channel:
             self.relay.open(session.id)
             aligner = TsAligner()
             relay = lambda data: self.relay.publish(session.id, aligner(data))  # noqa: E731
-        lifecycle = Lifecycle(session, source, self.record_options, ev.EventBus(), cache_dir=self.data_dir / "cache",
-                              analyze=False, feed=feed, relay=relay, control=False)
+        recording = build_recording(session, source, self.record_options, ev.EventBus(),
+                                    cache_dir=self.data_dir / "cache", stages=self.stages, config=self.stage_config,
+                                    feed=feed, relay=relay, control=bool(self.stages))
         try:
-            lifecycle.start()
+            recording.start()
         except ChtError:
             if self.relay is not None:
                 self.relay.close(session.id)
             raise
         with self._lock:
-            self.lifecycle, self.since, self._bytes_before = lifecycle, time.time(), 0
+            self.recording, self.since, self._bytes_before = recording, time.time(), 0
+        if self._on_open is not None:
+            self._on_open(recording)
         log.info("%s: %s publishing: session %s", self.endpoint.label, client, session.id)
         self._on_change()
 
@@ -115,48 +132,68 @@ class Channel:
 
     def tick(self) -> None:
         """End the session once its client has been gone longer than the grace period, or
-        when it ended by itself (disk full)."""
+        when it ended by itself (disk full). Its transcript drains in a thread of its own:
+        the other rooms' housekeeping does not wait for it."""
         with self._lock:
-            lifecycle = self.lifecycle
+            recording = self.recording
             gone = self._left_at is not None and time.monotonic() - self._left_at > self.options.grace_s
-        if lifecycle is None:
+        if recording is None:
             return
         if gone:
-            self.close(f"no client for {self.options.grace_s:g} s")
-        elif lifecycle.wait(0):
-            self.close(lifecycle.manifest.reason)
+            reason = f"no client for {self.options.grace_s:g} s"
+        elif recording.lifecycle.wait(0):
+            reason = recording.manifest.reason
+        else:
+            return
+        recording = self._detach()
+        if recording is not None:
+            threading.Thread(target=self._finish, args=(recording, reason), name="cht-ingest-close",
+                             daemon=True).start()
 
     def close(self, reason: str) -> None:
+        recording = self._detach()
+        if recording is not None:
+            self._finish(recording, reason)
+
+    def _detach(self) -> Recording | None:
+        """The channel lets go of its session: the next client opens a new one."""
         with self._lock:
-            lifecycle, self.lifecycle = self.lifecycle, None
+            recording, self.recording = self.recording, None
             feed, self.feed = self.feed, None
             self.client, self._left_at, self.since = None, None, None
         if feed is not None:
             feed.end()
-        if lifecycle is None:
-            return
-        manifest = lifecycle.stop(reason)
+        return recording
+
+    def _finish(self, recording: Recording, reason: str) -> None:
+        manifest = recording.stop(reason)
         if self.relay is not None:
-            self.relay.close(lifecycle.session.id)
+            self.relay.close(recording.session.id)
         log.info("%s: session %s closed (%s): %d segment(s), %.1f s", self.endpoint.label, manifest.id, reason,
                  len(manifest.segments), manifest.duration)
+        if self._on_close is not None:
+            self._on_close(recording)
         self._on_change()
 
     # -- status --
 
     @property
     def session(self) -> Session | None:
-        return self.lifecycle.session if self.lifecycle is not None else None
+        recording = self.recording
+        return recording.session if recording is not None else None
 
     def status(self) -> dict:
         with self._lock:
-            lifecycle, feed, client = self.lifecycle, self.feed, self.client
+            recording, feed, client = self.recording, self.feed, self.client
             pushed = self._bytes_before + (feed.bytes if feed is not None else 0)
             since = self.since
-        state = "idle" if lifecycle is None else ("live" if client else "waiting")
+        state = "idle" if recording is None else ("live" if client else "waiting")
+        analysis = recording.follower.status() if recording else {}
         return {"listen": self.endpoint.label, "state": state, "client": client,
-                "session": lifecycle.session.id if lifecycle else None,
-                "session_dir": str(lifecycle.session.root) if lifecycle else None,
-                "bytes": pushed if lifecycle else 0, "recorded_bytes": lifecycle.bytes if lifecycle else 0,
+                "session": recording.session.id if recording else None,
+                "session_dir": str(recording.session.root) if recording else None,
+                "duration": round(recording.manifest.duration, 3) if recording else 0.0,
+                "transcript_lag": analysis.get("transcript_lag"),
+                "bytes": pushed if recording else 0, "recorded_bytes": recording.lifecycle.bytes if recording else 0,
                 "since": iso(since) if since else None,
-                "viewers": self.relay.viewers(lifecycle.session.id) if lifecycle and self.relay else 0}
+                "viewers": self.relay.viewers(recording.session.id) if recording and self.relay else 0}

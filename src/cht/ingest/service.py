@@ -4,6 +4,10 @@ One per data dir (`ingest.lock`, holding its pid). While it runs it publishes th
 being recorded in `<data_dir>/active-session` (written atomically: the session dir) and
 answers `{"cmd": "status"}` on `<data_dir>/ingest.sock`; that answer is the proof it is
 alive, so a marker whose socket does not answer was left by a service that died.
+
+Every room is analysed here by default (keyframes, waveform, transcript), all transcripts
+through one speech engine: one model in memory however many rooms record. Each room's live
+session is offered to the web timeline (`live`) and its final lines to the search index.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ import time
 from pathlib import Path
 
 from cht.config import IngestOptions, RecordOptions
+from cht.index.live import follow as index_lines_of
+from cht.index.search import SearchIndex
 from cht.control import ControlServer
 from cht.errors import SessionError
 from cht.ingest.channel import Channel
 from cht.ingest.endpoints import Endpoint
 from cht.ingest.listeners import SrtListener, TcpListener
 from cht.ingest.relay import Relay
+from cht.recording import Recording
 from cht.session import Session, atomic_write_text, iso, take_lock
+from cht.stages import StageConfig
 
 log = logging.getLogger("cht.ingest")
 
@@ -34,8 +42,13 @@ TICK_S = 0.5
 
 class IngestService:
     def __init__(self, data_dir: Path, endpoints: list[Endpoint], *, options: IngestOptions | None = None,
-                 record_options: RecordOptions | None = None, relay: Relay | None = None) -> None:
+                 record_options: RecordOptions | None = None, relay: Relay | None = None,
+                 stages: tuple[str, ...] = (), stage_config: StageConfig | None = None,
+                 live: dict | None = None) -> None:
         self.data_dir = data_dir
+        self.stage_config = stage_config or StageConfig()
+        self.live = live  # the web UI's live sessions (id -> LiveSession), when it serves
+        self._index: SearchIndex | None = None
         self.options = options or IngestOptions()
         self.relay = relay
         self.started_at = time.time()
@@ -44,7 +57,8 @@ class IngestService:
         self._stop = threading.Event()
         self._control = ControlServer(data_dir / SOCKET, {"status": self.status})
         self.channels = [Channel(e, data_dir, self.options, record_options or RecordOptions(), relay,
-                                 self._publish_active) for e in endpoints]
+                                 self._publish_active, stages=stages, stage_config=self.stage_config,
+                                 on_open=self._room_opened, on_close=self._room_closed) for e in endpoints]
         self._listeners = [SrtListener(c.endpoint, c, data_dir / LOG) if c.endpoint.scheme == "srt"
                            else TcpListener(c.endpoint, c, self.options) for c in self.channels]
 
@@ -84,8 +98,14 @@ class IngestService:
         self._stop.set()
         for listener in self._listeners:
             listener.close()
-        for channel in self.channels:
-            channel.close("the ingest service stopped")
+        closing = [threading.Thread(target=c.close, args=("the ingest service stopped",), daemon=True)
+                   for c in self.channels]  # every room drains its transcript at once, through one engine
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
+        if self._index is not None:
+            self._index.close()
         if self.relay is not None:
             self.relay.stop()
         self._control.close()
@@ -124,6 +144,32 @@ class IngestService:
         if message:
             log.warning("%s", message)
 
+    # -- rooms --
+
+    def _room_opened(self, recording: Recording) -> None:
+        """A room went live: its final lines go to the search index, its page to the web UI."""
+        index = self._search_index()
+        if index is not None:
+            recording.bus.subscribe(index_lines_of(index, recording.session.id,
+                                                   lambda: recording.manifest.started_at, recording.manifest.source))
+        if self.live is not None:
+            from cht.web.app import LiveSession
+
+            self.live[recording.session.id] = LiveSession(recording.bus, recording.capture,
+                                                          lambda: recording.manifest, recording.status)
+
+    def _room_closed(self, recording: Recording) -> None:
+        if self.live is not None:
+            self.live.pop(recording.session.id, None)
+
+    def _search_index(self) -> SearchIndex | None:
+        if self._index is None:
+            try:
+                self._index = SearchIndex(self.data_dir)
+            except Exception as exc:  # derived: rooms record without it (`cht reindex` later)
+                log.warning("search index unavailable (%s): run `cht reindex` later", exc)
+        return self._index
+
     # -- what the service publishes --
 
     def _publish_active(self) -> None:
@@ -150,6 +196,8 @@ class IngestService:
             "bytes": sum(c["bytes"] for c in channels),
             "since": active["since"] if active else iso(self.started_at),
             "relay": self.relay.url() if self.relay else None,
+            "models_loaded": 1 if self.stage_config.engine is not None else 0,
+            "speech_sessions": self.stage_config.engine.sessions if self.stage_config.engine is not None else 0,
             "channels": channels,
         }
 

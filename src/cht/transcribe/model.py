@@ -19,6 +19,9 @@ from pathlib import Path
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import BatchedInferencePipeline, TranscriptionOptions, get_compression_ratio
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
@@ -34,7 +37,7 @@ ENCODE_PAD_S = 2.0  # ... and at least this much silence after a chunk's last sa
 FULL_WINDOW_FRAMES = 3000  # Whisper's own 30 s window, in mel frames (100 a second)
 TOKENS_PER_S = 8  # more text tokens than this per second of audio is a decoding loop
 MAX_WORDS_PER_S = 6.0  # ... as is more words than this
-PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
+COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
 
 
@@ -104,8 +107,27 @@ def check_model_dir(path: Path) -> Path:
     return path
 
 
+@dataclass
+class Decoded:
+    """What the model heard in one window."""
+
+    words: list[Word]
+    language: str
+    language_p: float  # how sure the model was of the language (1.0 when it was given)
+
+
+def check_language(code: str | None) -> str | None:
+    """A `--language` value must be a Whisper language code (None: detect it)."""
+    if code is not None and code not in _LANGUAGE_CODES:
+        raise ModelError(f"--language {code!r} is not a Whisper language code: use e.g. en, de, fr, es, ja")
+    return code
+
+
 class SpeechModel:
     """faster-whisper around one CTranslate2 Whisper model, used by one thread at a time.
+
+    It holds no session state: the language (pinned per session) comes with each call, so one
+    loaded model serves every session of a process (`engine.SpeechEngine`).
 
     Whisper pads every window to 30 s, and the encoder's cost grows with its input. A live
     chunk is a few seconds long and CTranslate2 accepts a shorter input, so the encoder sees
@@ -115,13 +137,10 @@ class SpeechModel:
     like a loop (too many words a second) is decoded again with the full window.
     """
 
-    def __init__(self, model_dir: Path, *, language: str | None = None, threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, *, threads: int = 0) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing downloads
         cuda = ctranslate2.get_cuda_device_count() > 0
         self.device = "cuda" if cuda else "cpu"
-        if language is not None and language not in _LANGUAGE_CODES:
-            raise ModelError(f"--language {language!r} is not a Whisper language code: use e.g. en, de, fr, es, ja")
-        self.language = language  # None: detected, then pinned (PIN_LANGUAGE_P)
         self.retries = 0  # results decoded again with the full window
         try:
             self._model = _ShortWindowWhisper(
@@ -130,42 +149,96 @@ class SpeechModel:
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load the speech model in {model_dir}: {exc}") from None
+        self._batched = BatchedInferencePipeline(self._model)
+        log.info("speech model loaded from %s (%s)", model_dir, self.device)
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5,
-                   word_timestamps: bool = True, draft: bool = False) -> tuple[list[Word], str]:
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
+                   word_timestamps: bool = True, draft: bool = False) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
-        PCM at 16 kHz (at most 30 s). A `draft` is decoded once, greedily, without word times
-        and without the temperature fallback that re-decodes a doubtful result."""
+        PCM at 16 kHz (at most 30 s); `language` None: detected. A `draft` is decoded once,
+        greedily, without word times and without the temperature fallback."""
         if draft:
             beam_size, word_timestamps = 1, False
         seconds = len(audio) / SAMPLE_RATE
-        window_s = max(MIN_WINDOW_S, seconds + ENCODE_PAD_S)
-        frames = min(FULL_WINDOW_FRAMES, 2 * math.ceil(window_s * 50))
-        words, language = self._decode(audio, frames, beam_size, word_timestamps, draft)
-        if frames < FULL_WINDOW_FRAMES and len(words) > MAX_WORDS_PER_S * max(seconds, 1.0):
+        frames = _window_frames(seconds)
+        decoded = self._decode(audio, language, frames, beam_size, word_timestamps, draft)
+        if frames < FULL_WINDOW_FRAMES and _looks_like_a_loop(decoded.words, seconds):
             self.retries += 1
-            words, language = self._decode(audio, FULL_WINDOW_FRAMES, beam_size, word_timestamps, draft)
-        return words, language
+            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, draft)
+        return decoded
 
-    def _decode(self, audio, frames: int, beam_size: int, word_timestamps: bool, draft: bool):
+    def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1) -> list[Decoded]:
+        """Several windows in one language decoded in one call (CTranslate2 encodes and decodes
+        them as one batch: cheaper per window than one call each). A window whose result
+        looks like a loop is decoded again on its own with the full window."""
+        if len(audios) == 1:
+            return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
+        longest = max(len(a) for a in audios) / SAMPLE_RATE
+        self._model.encode_frames = _window_frames(longest)
+        features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
+        tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
+                              language=language)
+        options = _batch_options(beam_size, int(10 + TOKENS_PER_S * longest))
+        metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE} for a in audios]
+        self._batched.last_speech_timestamp = 0.0
+        outputs = self._batched.forward(features, tokenizer, metadata, options)
+        results = []
+        for audio, segments in zip(audios, outputs):
+            words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
+                     for segment in segments for w in segment.get("words") or []]
+            words = [w for w in words if w.word.strip()]
+            if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
+                self.retries += 1
+                results.append(self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, True, False))
+            else:
+                results.append(Decoded(words, language, 1.0))
+        return results
+
+    def _decode(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool,
+                draft: bool) -> Decoded:
         self._model.encode_frames = frames
         seconds = len(audio) / SAMPLE_RATE
         segments, info = self._model.transcribe(
-            audio, language=self.language, beam_size=beam_size, word_timestamps=word_timestamps,
+            audio, language=language, beam_size=beam_size, word_timestamps=word_timestamps,
             vad_filter=False, condition_on_previous_text=False,
             max_new_tokens=int(10 + TOKENS_PER_S * seconds), **({"temperature": 0.0} if draft else {}),
         )
         words = []
-        segments = list(segments)
-        if self.language is None and not draft and info.language_probability >= PIN_LANGUAGE_P and seconds >= 2.0:
-            self.language = info.language  # detected confidently once: short chunks never flip it
-            log.info("spoken language: %s (p=%.2f)", info.language, info.language_probability)
-        for segment in segments:
+        for segment in list(segments):
             if word_timestamps and segment.words:
                 words += [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in segment.words]
             elif segment.text.strip():
                 words.append(Word(float(segment.start), float(segment.end), segment.text, 1.0))
-        return [w for w in words if w.word.strip()], info.language
+        return Decoded([w for w in words if w.word.strip()], info.language,
+                       1.0 if language else float(info.language_probability))
+
+
+def _window_frames(seconds: float) -> int:
+    """Mel frames the encoder sees for `seconds` of audio (see `SpeechModel`)."""
+    return min(FULL_WINDOW_FRAMES, 2 * math.ceil(max(MIN_WINDOW_S, seconds + ENCODE_PAD_S) * 50))
+
+
+def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
+    """Too many words for the audio, or text that compresses like a repetition (Whisper's
+    own test: a gzip compression ratio above 2.4)."""
+    text = "".join(w.word for w in words)
+    return len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
+
+
+
+def _batch_options(beam_size: int, max_new_tokens: int) -> TranscriptionOptions:
+    """faster-whisper's defaults for a batch, greedy or beam, word times on, and timestamp
+    tokens on: without them, short windows in a batch looped (measured: 4 of 7 chunks)."""
+    return TranscriptionOptions(
+        beam_size=beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
+        no_repeat_ngram_size=0, log_prob_threshold=-1.0, no_speech_threshold=0.6,
+        compression_ratio_threshold=2.4, condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+        temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True, suppress_tokens=[-1],
+        without_timestamps=False, max_initial_timestamp=0.0, word_timestamps=True,
+        prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
+        multilingual=False, max_new_tokens=max_new_tokens, clip_timestamps="0",
+        hallucination_silence_threshold=None, hotwords=None,
+    )
 
 
 class _ShortWindowWhisper(WhisperModel):

@@ -26,12 +26,24 @@ SLIVER_S = 0.5  # uncovered media shorter than this holds no word: audio and vid
 
 
 @dataclass
+class Word:
+    start: float  # global seconds
+    end: float
+    word: str  # as the model spells it, with its leading space
+    p: float  # the model's probability for it
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Word":
+        return cls(float(data["start"]), float(data["end"]), str(data["word"]), float(data.get("p", 1.0)))
+
+
+@dataclass
 class TranscriptLine:
     chunk: int
     start: float  # global seconds: first word (or the span, without words)
     end: float
     text: str
-    words: list[dict] = field(default_factory=list)  # {start, end, word, p}
+    words: list[Word] = field(default_factory=list)
     span: list[float] = field(default_factory=list)  # [from, to]: the audio this chunk covers
     final: bool = True  # False: a hypothesis for a chunk still being spoken (events only)
     language: str = ""
@@ -42,7 +54,7 @@ class TranscriptLine:
     @classmethod
     def from_dict(cls, data: dict) -> "TranscriptLine":
         return cls(int(data["chunk"]), float(data["start"]), float(data["end"]), str(data["text"]),
-                   list(data.get("words") or []), [float(x) for x in data.get("span") or []],
+                   [Word.from_dict(w) for w in data.get("words") or []], [float(x) for x in data.get("span") or []],
                    bool(data.get("final", True)), str(data.get("language", "")))
 
 

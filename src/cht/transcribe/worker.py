@@ -1,29 +1,32 @@
-"""One transcription worker: chunks in, final lines out, in order, one at a time.
+"""One session's transcription: chunks in, final lines out, in order.
 
-The analyzer's thread feeds PCM; the chunker closes chunks at pauses; closed chunks wait in
-a queue bounded by seconds of audio. When the model cannot keep up, the queue fills and
-`feed` blocks: the analyzer falls behind the files on disk (which hold everything), lag
-grows and is reported, and no audio is ever dropped. While the queue is empty the worker
-spends spare time on a provisional text for the chunk still being spoken.
+The follower's thread feeds PCM; the chunker closes chunks at pauses; closed chunks wait in
+a queue bounded by seconds of audio until the process's one `SpeechEngine` takes them (with
+other sessions' chunks, fairly). When the engine cannot keep up, the queue fills and `feed`
+blocks: this session's follower falls behind the files on disk (which hold everything), lag
+grows and is reported, and no audio is ever dropped. While its queue is empty the session
+asks for a draft of the chunk still being spoken.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
-from cht.transcribe.model import SpeechModel, Word
-from cht.transcribe.store import TranscriptLine, TranscriptStore, merge
+from cht.transcribe.engine import SpeechEngine
+from cht.transcribe.model import Decoded
+from cht.transcribe.store import TranscriptLine, TranscriptStore, Word, merge
 
 log = logging.getLogger("cht.transcribe")
 
 INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
+PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
+PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 
 
 @dataclass
@@ -34,41 +37,42 @@ class TranscribeOptions:
     beam_size: int = 1  # greedy: as good as beam 5 on these chunks (bench), at half the cost
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much
     live_index: bool = True  # keep transcript/index.json up to date while running
+    language: str | None = None  # spoken language code; None: detected, then pinned
 
 
 class Transcriber:
-    def __init__(self, model: SpeechModel, store: TranscriptStore, bus: ev.EventBus,
+    def __init__(self, engine: SpeechEngine, store: TranscriptStore, bus: ev.EventBus,
                  options: TranscribeOptions, *, done: list[tuple[float, float]] | None = None,
                  first_chunk: int = 0) -> None:
-        self.model = model
+        self.engine = engine
         self.store = store
         self.bus = bus
         self.options = options
+        self.language = options.language  # pinned once detected with confidence
+        self.beam_size = options.beam_size
         self._chunker = Chunker(options.policy, first_id=first_chunk)
         self._done = merge(done or [])  # global spans already in the transcript: not fed again
+        self._cond = engine.cond  # one lock for the engine and every queue it serves
         self._queue: deque[Chunk] = deque()
+        self._taken = 0  # chunks at the queue's head the engine is working on
         self._queued_s = 0.0
-        self._provisional: Chunk | None = None
-        self._last_provisional_at = 0.0
-        self._cond = threading.Condition()
+        self._draft: Chunk | None = None
+        self.draft_requested_at: float | None = None  # monotonic s; the engine serves the oldest first
+        self._last_draft_at = 0.0
         self._closing = False  # no more audio will come
         self._abandon = False  # stop now; what is queued stays missing for `cht transcribe`
-        self._thread: threading.Thread | None = None
         self._lines = store.read()
         self._final_end = max((line.span[1] for line in self._lines if line.span), default=0.0)
         self._index_at = 0.0
         self._silence: list[float] | None = None  # [chunk id, start, end] of silence not yet written
         self._reported_lag = -1.0
-        self._busy = 0
-        self.max_concurrent = 0  # how many chunks were ever transcribed at once (must stay 1)
         self.chunks_transcribed = 0
-        self.busy_s = 0.0  # seconds spent in the model (the real-time factor's numerator)
+        self.busy_s = 0.0  # seconds of model time spent on this session (the real-time factor's numerator)
 
-    # -- the producer side (the analyzer's thread) --
+    # -- the producer side (the follower's thread) --
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="cht-transcribe", daemon=True)
-        self._thread.start()
+        self.engine.register(self)
 
     def feed(self, pcm: PcmChunk) -> None:
         if self._abandon:
@@ -76,7 +80,7 @@ class Transcriber:
         for t, samples in self._uncovered(pcm):
             for chunk in self._chunker.feed(t, samples):
                 self._enqueue(chunk)
-        self._offer_provisional()
+        self._offer_draft()
         self._report_lag()
 
     def flush(self) -> None:
@@ -85,15 +89,21 @@ class Transcriber:
             self._enqueue(chunk)
 
     def stop(self) -> bool:
-        """Flush and transcribe everything queued (progress: `TranscriptLag(draining=True)`);
-        True when nothing is left missing. `abandon()` from another thread cuts it short."""
+        """Flush and wait until the engine has transcribed everything queued (progress:
+        `TranscriptLag(draining=True)`); True when nothing is left missing. `abandon()` from
+        another thread cuts it short."""
         self.flush()
         with self._cond:
             self._closing = True
-            self._provisional = None
+            self._draft, self.draft_requested_at = None, None
             self._cond.notify_all()
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.5)  # short waits: a second Ctrl-C (abandon) is handled meanwhile
+        self._report_lag(force=True)
+        while True:
+            with self._cond:
+                if self._abandon and not self._taken or not self._queue:
+                    break
+                self._cond.wait(0.5)  # short waits: a second Ctrl-C (abandon) is handled meanwhile
+        self.engine.unregister(self)
         if not self._abandon:
             self._flush_silence()
         self._write_index(force=True)
@@ -113,6 +123,10 @@ class Transcriber:
     def lag_s(self) -> float:
         received = self._chunker.received_end
         return 0.0 if received is None else max(0.0, received - self._final_end)
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.engine.max_concurrent
 
     def _uncovered(self, pcm: PcmChunk):
         """The parts of `pcm` not transcribed before (an appended or resumed session)."""
@@ -135,95 +149,91 @@ class Transcriber:
         with self._cond:
             while self._queued_s >= self.options.max_queue_s and not self._abandon:
                 self._report_lag(force=True)
-                self._cond.wait(0.5)  # back-pressure: the analyzer waits, the files keep everything
+                self._cond.wait(0.5)  # back-pressure: the follower waits, the files keep everything
             self._queue.append(chunk)
             self._queued_s += chunk.seconds
-            if self._provisional is not None and self._provisional.id == chunk.id:
-                self._provisional = None
+            if self._draft is not None and self._draft.id == chunk.id:
+                self._draft, self.draft_requested_at = None, None
             self._cond.notify_all()
 
-    def _offer_provisional(self) -> None:
+    def _offer_draft(self) -> None:
         every = self.options.provisional_every_s
         if every is None or self._queue:
             return
         now = time.monotonic()
-        if now - self._last_provisional_at < every:
+        if now - self._last_draft_at < every:
             return
         running = self._chunker.running()
         if running is None:
             return
-        self._last_provisional_at = now
+        self._last_draft_at = now
         with self._cond:
-            self._provisional = running
+            self._draft, self.draft_requested_at = running, now
             self._cond.notify_all()
 
-    # -- the worker --
+    # -- what the engine calls (under its lock: peek, take, take_draft) --
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and self._provisional is None and not self._closing and not self._abandon:
-                    self._cond.wait()
-                if self._abandon or (self._closing and not self._queue):
-                    return
-                if self._queue:
-                    chunk, final = self._queue[0], True
-                else:
-                    chunk, final, self._provisional = self._provisional, False, None
-            try:
-                self._process(chunk, final)
-            except Exception:  # a model failure must not take the recording down
-                log.exception("transcribing chunk %d (%.1f–%.1f s) failed", chunk.id, chunk.start, chunk.end)
-                if final:
-                    self.bus.publish(ev.Warning(f"transcription failed at {chunk.start:.1f} s: see session.log"))
-            if final:
-                with self._cond:
-                    self._queue.popleft()
-                    self._queued_s -= chunk.seconds
-                    self._cond.notify_all()
-                self._report_lag()
+    def peek(self) -> Chunk | None:
+        """The next final chunk not yet taken, if any."""
+        if self._abandon or self._taken >= len(self._queue):
+            return None
+        return self._queue[self._taken]
 
-    def _process(self, chunk: Chunk, final: bool) -> None:
-        if final and not chunk.speech:
-            self._note_silence(chunk)
-            return
-        words, language = self._transcribe(chunk, final)
-        line = self._line(chunk, words, language, final)
-        if final:
-            self._flush_silence()
-            self._commit(line)
-        elif line.text:
-            self.bus.publish(ev.TranscriptSegments([_event_dict(line)], final=False))
+    def take(self) -> None:
+        self._taken += 1
 
-    def _transcribe(self, chunk: Chunk, final: bool) -> tuple[list[Word], str]:
-        with self._cond:
-            self._busy += 1
-            self.max_concurrent = max(self.max_concurrent, self._busy)
-        began = time.perf_counter()
+    def take_draft(self) -> Chunk | None:
+        chunk, self._draft, self.draft_requested_at = self._draft, None, None
+        return chunk
+
+    def complete(self, chunk: Chunk, decoded: Decoded | None, busy_s: float, failed: bool = False) -> None:
+        """The engine is done with the chunk at the head of the queue: write its line."""
         try:
-            if final:
-                return self.model.transcribe(chunk.audio, beam_size=self.options.beam_size)
-            return self.model.transcribe(chunk.audio, draft=True)
+            if failed:
+                self.bus.publish(ev.Warning(f"transcription failed at {chunk.start:.1f} s: see session.log"))
+            elif decoded is None:
+                self._note_silence(chunk)
+            else:
+                self.busy_s += busy_s
+                self.chunks_transcribed += 1
+                self._pin(decoded, chunk)
+                self._flush_silence()
+                self._commit(self._line(chunk, decoded, True))
+        except Exception:  # a full disk, say: logged; the queue must move on
+            log.exception("writing chunk %d (%.1f–%.1f s) failed", chunk.id, chunk.start, chunk.end)
         finally:
             with self._cond:
-                self._busy -= 1
-            self.busy_s += time.perf_counter() - began
-            if final:
-                self.chunks_transcribed += 1
+                self._queue.popleft()
+                self._taken -= 1
+                self._queued_s -= chunk.seconds
+                self._cond.notify_all()
+        self._report_lag()
 
-    def _line(self, chunk: Chunk, words: list[Word], language: str, final: bool) -> TranscriptLine:
+    def draft_done(self, chunk: Chunk, decoded: Decoded) -> None:
+        line = self._line(chunk, decoded, False)
+        if line.text:
+            self.bus.publish(ev.TranscriptSegments([line], final=False))
+
+    def _pin(self, decoded: Decoded, chunk: Chunk) -> None:
+        if self.language is None and decoded.language_p >= PIN_LANGUAGE_P and chunk.seconds >= PIN_MIN_S:
+            self.language = decoded.language  # detected confidently once: short chunks never flip it
+            log.info("spoken language: %s (p=%.2f)", decoded.language, decoded.language_p)
+
+    # -- the lines --
+
+    def _line(self, chunk: Chunk, decoded: Decoded, final: bool) -> TranscriptLine:
         mapped = []
         limit = chunk.seconds
-        for w in words:
+        for w in decoded.words:
             start, end = min(w.start, limit), min(max(w.end, w.start), limit)
             start = chunk.onset(start, end)
-            mapped.append({"start": round(chunk.to_global(start), 3), "end": round(chunk.to_global(end), 3),
-                           "word": w.word, "p": round(w.probability, 3)})
-        text = "".join(w["word"] for w in mapped).strip()
+            mapped.append(Word(round(chunk.to_global(start), 3), round(chunk.to_global(end), 3), w.word,
+                               round(w.probability, 3)))
+        text = "".join(w.word for w in mapped).strip()
         span = [round(chunk.start, 3), round(chunk.end, 3)]
-        start = mapped[0]["start"] if mapped else span[0]
-        end = mapped[-1]["end"] if mapped else span[1]
-        return TranscriptLine(chunk.id, start, end, text, mapped, span, final, language)
+        start = mapped[0].start if mapped else span[0]
+        end = mapped[-1].end if mapped else span[1]
+        return TranscriptLine(chunk.id, start, end, text, mapped, span, final, decoded.language)
 
     def _note_silence(self, chunk: Chunk) -> None:
         """Silent chunks are recorded too (the audio was listened to), merged into one line
@@ -251,7 +261,7 @@ class Transcriber:
         self._lines.append(line)
         self._final_end = max(self._final_end, line.span[1])
         if line.text:
-            self.bus.publish(ev.TranscriptSegments([_event_dict(line)], final=True))
+            self.bus.publish(ev.TranscriptSegments([line], final=True))
         self._write_index()
 
     def _write_index(self, force: bool = False) -> None:
@@ -274,6 +284,3 @@ class Transcriber:
             self._reported_lag = lag
             self.bus.publish(ev.TranscriptLag(round(lag, 2), round(self._queued_s, 2), self._closing))
 
-
-def _event_dict(line: TranscriptLine) -> dict:
-    return asdict(line)

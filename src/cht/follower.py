@@ -1,0 +1,153 @@
+"""The follower: one reader of a session's media, feeding every stage.
+
+It follows any session dir — the manifest's segments as they grow, complete fragments only
+(`analyze.reader`) — decodes each segment once, and hands typed samples to the stages that
+consume them: video pictures (at the highest rate any stage wants) and 16 kHz PCM. Live,
+offline and attached runs are this one loop with different ends: `start()`…`finish()` follows
+until told the recording stopped; `run_to_end()` reads finished files as fast as they decode.
+
+A stage that raises is logged, announced, and switched off for this session; the others and
+the recording go on. A fragment that does not decode is skipped by the reader with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+from cht import events as ev
+from cht.analyze.reader import PcmChunk, SegmentDecoder, VideoSample
+from cht.session import Segment
+from cht.stages import Stage
+
+log = logging.getLogger("cht.follow")
+
+POLL_S = 0.5
+
+
+class Follower:
+    def __init__(self, session_dir: Path, bus: ev.EventBus, stages: list[Stage],
+                 segments: Callable[[], list[Segment]], *, poll_s: float = POLL_S) -> None:
+        self.session_dir = session_dir
+        self.bus = bus
+        self.stages = list(stages)
+        self._segments = segments
+        self._poll_s = poll_s
+        self._decoders: dict[str, SegmentDecoder] = {}
+        self._finished_files: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._step_lock = threading.Lock()
+        self._done = False
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    # -- live: until told the recording stopped --
+
+    def start(self) -> None:
+        if not self.stages:
+            return
+        self._thread = threading.Thread(target=self._loop, name="cht-follow", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                self.step()
+            except Exception:  # following must never take the recording down
+                log.exception("follower step failed")
+
+    def finish(self) -> None:
+        """The recording has stopped: read what the segments still hold, then finish every
+        stage (the transcript drains its queue). Idempotent."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.step(final=True)
+        except Exception:
+            log.exception("follower failed while finishing")
+        for stage in list(self.stages):
+            self._call(stage, stage.finish)
+
+    def abandon(self) -> None:
+        """A second stop request: stages leave what is unfinished for a later run."""
+        for stage in list(self.stages):
+            self._call(stage, stage.abandon)
+
+    # -- offline: to the end of the files --
+
+    def run_to_end(self, progress: Callable[[float], None] | None = None) -> None:
+        """Offline: a stage's failure is the command's error, not a warning."""
+        self._progress, self._strict = progress, True
+        self.step(final=True)
+        self._done = True
+        for stage in self.stages:
+            stage.finish()
+
+    _progress: Callable[[float], None] | None = None
+    _strict = False
+
+    # -- both --
+
+    def step(self, final: bool = False) -> None:
+        """Decode what is new in every segment; `final`: the segments are complete."""
+        with self._step_lock:
+            segments = self._segments()
+            for i, segment in enumerate(segments):
+                if not self.stages:
+                    return
+                self._step_segment(segment, final=final or i < len(segments) - 1)
+
+    def status(self) -> dict:
+        merged: dict = {"stages": [s.name for s in self.stages]}
+        for stage in self.stages:
+            merged.update(stage.status())
+        return merged
+
+    def _step_segment(self, segment: Segment, final: bool) -> None:
+        if segment.file in self._finished_files:
+            return
+        decoder = self._decoders.get(segment.file)
+        if decoder is None:
+            kinds = tuple(k for k, want in (("video", "video"), ("audio", "pcm"))
+                          if any(want in s.consumes for s in self.stages))
+            fps = max((s.video_fps for s in self.stages), default=0.0) or 1.0
+            decoder = self._decoders[segment.file] = SegmentDecoder(
+                self.session_dir / segment.file, segment.global_start, video_fps=fps, kinds=kinds)
+        for item in decoder.poll():
+            self._hand_on(item)
+        if final:
+            for item in decoder.finish():
+                self._hand_on(item)
+            self._finished_files.add(segment.file)
+            del self._decoders[segment.file]
+            if self._progress:
+                self._progress(segment.global_end)
+
+    def _hand_on(self, item: VideoSample | PcmChunk) -> None:
+        video = isinstance(item, VideoSample)
+        for stage in list(self.stages):
+            if video and "video" in stage.consumes:
+                self._call(stage, stage.on_video, item)
+            elif not video and "pcm" in stage.consumes:
+                self._call(stage, stage.on_pcm, item)
+        if self._progress and not video:
+            self._progress(item.t)
+
+    def _call(self, stage: Stage, method, *args) -> None:
+        try:
+            method(*args)
+        except Exception as exc:
+            if self._strict:
+                raise
+            log.exception("the %s stage failed: switched off for this session", stage.name)
+            if stage in self.stages:
+                self.stages.remove(stage)
+            self.bus.publish(ev.Warning(f"{stage.name} stopped for this session after an error: {exc}"))

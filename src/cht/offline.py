@@ -1,0 +1,68 @@
+"""Finished sessions, followed to the end of their files: `cht analyze` and `cht transcribe`.
+
+The same follower and stages as a live recording, read as fast as the files decode; the
+results replace the old ones only when complete, so an interrupted run changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from cht import events as ev
+from cht.analyze.pipeline import DERIVED, clear_derived
+from cht.analyze.scenes import FrameRecord, read_frames
+from cht.config import SceneOptions
+from cht.follower import Follower
+from cht.session import Manifest
+from cht.stages import StageConfig, StageContext, build_stages
+from cht.transcribe.chunker import ChunkPolicy
+from cht.transcribe.engine import SpeechEngine
+from cht.transcribe.offline import finish_index
+from cht.transcribe.store import TRANSCRIPT
+from cht.transcribe.worker import TranscribeOptions
+
+OFFLINE_POLICY = ChunkPolicy(min_s=8.0, max_s=25.0, pause_s=0.3)  # more context, fewer calls: no one waits
+OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, provisional_every_s=None, max_queue_s=120.0, beam_size=5,
+                                       live_index=False)
+
+
+def analyze_offline(session_dir: Path, manifest: Manifest, bus: ev.EventBus | None = None,
+                    progress: Callable[[float], None] | None = None,
+                    options: SceneOptions | None = None) -> list[FrameRecord]:
+    """Re-run the scenes and waveform stages on a finished session, replacing their files only
+    at the end (an interrupted run leaves the previous results as they were); manual captures stay."""
+    bus = bus or ev.EventBus()
+    work = session_dir / ".analyze.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    context = StageContext(manifest.id, session_dir, work, bus, lambda: manifest)
+    stages = build_stages(("scenes", "waveform"), context, StageConfig(scenes=options or SceneOptions()))
+    Follower(session_dir, bus, stages, lambda: manifest.segments).run_to_end(progress)
+    clear_derived(session_dir, keep_into=work)
+    for name in DERIVED:
+        if (work / name).exists():
+            os.replace(work / name, session_dir / name)
+    shutil.rmtree(work, ignore_errors=True)
+    return read_frames(session_dir)
+
+
+def transcribe_session(session_dir: Path, manifest: Manifest, engine: SpeechEngine, *, redo: bool = False,
+                       language: str | None = None, progress: Callable[[float], None] | None = None,
+                       bus: ev.EventBus | None = None) -> list[tuple[float, float]]:
+    """Transcribe what is missing (or everything, `redo`); returns what is still missing.
+    A redo writes a new transcript beside the old and swaps it in only when complete."""
+    bus = bus or ev.EventBus()
+    name = ".transcript.redo.jsonl" if redo else TRANSCRIPT
+    if redo:
+        (session_dir / name).unlink(missing_ok=True)
+    options = TranscribeOptions(**{**OFFLINE_TRANSCRIBE.__dict__, "language": language})
+    context = StageContext(manifest.id, session_dir, session_dir, bus, lambda: manifest)
+    config = StageConfig(engine=engine, transcribe=options, transcript_name=name)
+    stage = build_stages(("transcript",), context, config)
+    Follower(session_dir, bus, stage, lambda: manifest.segments).run_to_end(progress)
+    if redo:
+        os.replace(session_dir / name, session_dir / TRANSCRIPT)
+    return finish_index(session_dir, manifest)

@@ -1,0 +1,170 @@
+"""One speech engine per process: one loaded model, one thread, every session's chunks.
+
+Each session's `Transcriber` keeps its own queue of closed chunks; the engine takes work
+from all of them. Final chunks go first, gathered round-robin (one from each session that
+has one, then a second round, ...) into one batch per language and beam size, so a
+talkative room never starves a quiet one and, when the machine is overloaded, every room
+lags evenly; nothing is dropped, the queues (bounded in seconds of audio) hold the
+producers back instead. CTranslate2 decodes a batch of windows in one call for less than
+the sum of its parts (bench/rooms.py). Drafts of the phrases still being spoken are
+decoded only while no final chunk waits, oldest request first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cht.transcribe.model import Decoded, SpeechModel
+
+if TYPE_CHECKING:
+    from cht.transcribe.chunker import Chunk
+    from cht.transcribe.worker import Transcriber
+
+log = logging.getLogger("cht.transcribe")
+
+MAX_BATCH = 8  # windows decoded in one call at most
+MAX_BATCH_AUDIO_S = 90.0  # ... and seconds of audio in them (a batch is one uninterruptible call)
+
+
+@dataclass
+class _Batch:
+    language: str | None
+    beam_size: int
+    items: list[tuple["Transcriber", "Chunk"]] = field(default_factory=list)
+
+    @property
+    def audio_s(self) -> float:
+        return sum(chunk.seconds for _, chunk in self.items if chunk.speech)
+
+
+class SpeechEngine:
+    def __init__(self, model: SpeechModel, *, max_batch: int = MAX_BATCH) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.cond = threading.Condition()  # guards every registered transcriber's queue too
+        self._clients: list[Transcriber] = []
+        self._turn = 0  # the client that goes first in the next batch
+        self._thread: threading.Thread | None = None
+        self._busy = 0
+        self.max_concurrent = 0  # model calls ever running at once (must stay 1)
+        self.calls = 0  # model calls made
+        self.batched_windows = 0  # windows decoded in batches of more than one
+
+    # -- clients --
+
+    def register(self, client: Transcriber) -> None:
+        with self.cond:
+            self._clients.append(client)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="cht-speech", daemon=True)
+                self._thread.start()
+            self.cond.notify_all()
+
+    def unregister(self, client: Transcriber) -> None:
+        with self.cond:
+            if client in self._clients:
+                self._clients.remove(client)
+            self.cond.notify_all()
+
+    @property
+    def sessions(self) -> int:
+        return len(self._clients)
+
+    # -- the worker --
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                job = self._next_job()
+                while job is None:
+                    self.cond.wait()
+                    job = self._next_job()
+                self._busy += 1
+                self.max_concurrent = max(self.max_concurrent, self._busy)
+            try:
+                if isinstance(job, _Batch):
+                    self._run_batch(job)
+                else:
+                    client, chunk = job
+                    self.calls += 1
+                    client.draft_done(chunk, self.model.transcribe(chunk.audio, language=client.language,
+                                                                   draft=True))
+            except Exception:  # one bad window must not stop every room's transcript
+                log.exception("the speech engine failed on a job")
+            finally:
+                with self.cond:
+                    self._busy -= 1
+                    self.cond.notify_all()
+
+    def _next_job(self) -> _Batch | tuple[Transcriber, Chunk] | None:
+        """The next batch of final chunks, fairly gathered; else the oldest draft request."""
+        clients = self._clients[self._turn:] + self._clients[:self._turn]
+        batch: _Batch | None = None
+        for _ in range(self.max_batch):  # rounds: one more chunk from each session per round
+            added = False
+            for client in clients:
+                chunk = client.peek()
+                if chunk is None:
+                    continue
+                if batch is None:
+                    batch = _Batch(client.language, client.beam_size)
+                if chunk.speech and not self._fits(batch, client, chunk):
+                    continue
+                client.take()
+                batch.items.append((client, chunk))
+                added = True
+            if not added:
+                break
+        if batch is not None:
+            first = batch.items[0][0]
+            self._turn = (self._clients.index(first) + 1) % len(self._clients)
+            return batch
+        drafts = [client for client in self._clients if client.draft_requested_at is not None]
+        if drafts:
+            client = min(drafts, key=lambda c: c.draft_requested_at)
+            chunk = client.take_draft()
+            if chunk is not None:
+                return client, chunk
+        return None
+
+    def _fits(self, batch: _Batch, client: Transcriber, chunk: Chunk) -> bool:
+        speech = self._speech_items(batch)
+        if not speech:
+            return client.language == batch.language and client.beam_size == batch.beam_size
+        if batch.language is None:  # the language is being detected: a window on its own
+            return False
+        return (client.language == batch.language and client.beam_size == batch.beam_size
+                and speech < self.max_batch and batch.audio_s + chunk.seconds <= MAX_BATCH_AUDIO_S)
+
+    @staticmethod
+    def _speech_items(batch: _Batch) -> int:
+        return sum(1 for _, chunk in batch.items if chunk.speech)
+
+    def _run_batch(self, batch: _Batch) -> None:
+        speech = [(client, chunk) for client, chunk in batch.items if chunk.speech]
+        results: dict[int, Decoded | None] = {}
+        began = time.perf_counter()
+        if speech:
+            try:
+                audios = [chunk.audio for _, chunk in speech]
+                if batch.language is None or len(speech) == 1:
+                    decoded = [self.model.transcribe(audios[0], language=batch.language,
+                                                     beam_size=batch.beam_size)]
+                else:
+                    decoded = self.model.transcribe_batch(audios, language=batch.language,
+                                                          beam_size=batch.beam_size)
+                    self.batched_windows += len(audios)
+                self.calls += 1
+                results = {id(chunk): d for (_, chunk), d in zip(speech, decoded)}
+            except Exception:
+                log.exception("transcribing %d window(s) failed", len(speech))
+        spent = time.perf_counter() - began
+        total = sum(chunk.seconds for _, chunk in speech) or 1.0
+        for client, chunk in batch.items:  # in each session's own order
+            share = spent * chunk.seconds / total if chunk.speech else 0.0
+            client.complete(chunk, results.get(id(chunk)) if chunk.speech else None, share,
+                            failed=chunk.speech and id(chunk) not in results)
