@@ -255,7 +255,7 @@ def test_relay_plays_and_a_stalled_viewer_never_delays_the_recorder(cht: Cht, tm
         host, port = relay.split("//")[1].split("/")[0].split(":")
         stalled = socket.create_connection((host, int(port)))
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.sendall(b"GET /live.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled.sendall(b"GET /live.ts HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert stalled.recv(12).startswith(b"HTTP/1.0 200")  # then it never reads again
         decoded = []
 

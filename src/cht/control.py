@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from cht.accepting import Acceptor
 from cht.errors import SessionError
 
 log = logging.getLogger("cht.control")
@@ -29,6 +30,7 @@ class ControlServer:
         self._handlers = handlers
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self.acceptor = Acceptor(f"control socket {path.name}")
 
     def start(self) -> bool:
         self.path.unlink(missing_ok=True)
@@ -53,11 +55,8 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
 
     def _serve(self) -> None:
-        while self._sock is not None:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
+        while (accepted := self.acceptor.accept(lambda: self._sock)) is not None:
+            conn, _ = accepted
             with conn:
                 conn.settimeout(2.0)
                 try:

@@ -6,12 +6,16 @@
 
 Beyond loopback a secret is required: the stream key (RTMP), the passphrase (SRT); raw
 MPEG-TS has no way to carry one, so tcp:// needs `allow=` naming who may push instead.
+
+`--listen @FILE` reads the URL from FILE: a secret on a command line is readable by every
+local user (`ps`), a file of mode 0600 is not.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from cht.config import is_loopback
@@ -56,6 +60,12 @@ class Endpoint:
 
 
 def parse_endpoint(spec: str) -> Endpoint:
+    if spec.startswith("@"):
+        try:
+            spec = Path(spec[1:]).expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"--listen {spec}: cannot read the URL from that file "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
     try:
         parts = urlsplit(spec.strip())
     except ValueError as exc:

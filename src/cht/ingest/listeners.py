@@ -7,13 +7,15 @@ the client that is publishing."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
+from cht.accepting import Acceptor
 from cht.config import IngestOptions
 from cht.errors import SourceError
 from cht.ingest.channel import Channel
@@ -26,6 +28,7 @@ from cht.record.recorder import die_with_parent
 log = logging.getLogger("cht.ingest")
 
 READ_SIZE = 1 << 16
+STOP_WAIT_S = 3.0  # seconds ffmpeg gets to exit after SIGTERM before it is killed
 
 
 class TcpListener:
@@ -37,6 +40,7 @@ class TcpListener:
         self.options = options
         self._sock: socket.socket | None = None
         self._pending = threading.Semaphore(options.max_pending)
+        self.acceptor = Acceptor(endpoint.label)
 
     def bind(self) -> None:
         family = socket.AF_INET6 if ":" in self.endpoint.host else socket.AF_INET
@@ -60,11 +64,8 @@ class TcpListener:
             self._sock = None
 
     def _accept(self) -> None:
-        while self._sock is not None:
-            try:
-                conn, addr = self._sock.accept()
-            except OSError:
-                return
+        while (accepted := self.acceptor.accept(lambda: self._sock)) is not None:
+            conn, addr = accepted
             client = f"{addr[0]}:{addr[1]}"
             if not self.endpoint.allows(addr[0]):
                 log.warning("%s: %s is not in allow=: refused", self.endpoint.label, client)
@@ -76,8 +77,12 @@ class TcpListener:
                 conn.close()
                 continue
             handler = self._rtmp if self.endpoint.scheme == "rtmp" else self._mpegts
-            threading.Thread(target=self._serve, args=(handler, conn, client), name="cht-ingest-client",
-                             daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(handler, conn, client), name="cht-ingest-client",
+                                 daemon=True).start()
+            except RuntimeError:  # no thread to spare: the same shortage as no descriptor
+                self._pending.release()
+                conn.close()
 
     def _serve(self, handler, conn: socket.socket, client: str) -> None:
         try:
@@ -155,7 +160,12 @@ class TcpListener:
 class SrtListener:
     """ffmpeg listens for one SRT caller at a time (libsrt checks the passphrase and ignores
     datagrams that are not SRT); its stream comes back as MPEG-TS on a pipe. It is started
-    again after each caller, as ffmpeg's listener serves one."""
+    again after each caller, as ffmpeg's listener serves one.
+
+    The passphrase never appears on ffmpeg's command line, which any local user can read
+    (`ps`): the input is a one-entry ffconcat script, read from a pipe, whose `option` line
+    carries it. A ffmpeg that ignores SIGTERM (libsrt can hang after a caller leaves) is
+    killed after STOP_WAIT_S, and closing waits for that, so none outlives the service."""
 
     def __init__(self, endpoint: Endpoint, channel: Channel, log_path: Path) -> None:
         self.endpoint = endpoint
@@ -163,6 +173,9 @@ class SrtListener:
         self._log_path = log_path
         self._proc: subprocess.Popen | None = None
         self._stopped = threading.Event()
+        self._proc_lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self.accepting = True  # False while ffmpeg cannot be started (no descriptors, no memory)
 
     def bind(self) -> None:
         family = socket.AF_INET6 if ":" in self.endpoint.host else socket.AF_INET
@@ -174,22 +187,33 @@ class SrtListener:
                                   "the port is in use or not allowed; pick another port") from None
 
     def start(self) -> None:
-        threading.Thread(target=self._supervise, name=f"cht-ingest-srt-{self.endpoint.port}", daemon=True).start()
+        self._supervisor = threading.Thread(target=self._supervise, name=f"cht-ingest-srt-{self.endpoint.port}",
+                                            daemon=True)
+        self._supervisor.start()
 
     def close(self) -> None:
-        self._stopped.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        """Stop listening; returns once ffmpeg is gone (killed if it will not go)."""
+        with self._proc_lock:
+            self._stopped.set()
+            proc = self._proc
+        if proc is not None:
+            _end(proc)
+        if self._supervisor is not None:
+            self._supervisor.join(STOP_WAIT_S + 2)
 
-    def _args(self) -> list[str]:
+    def _script(self) -> bytes:
+        """The ffconcat input: the listener URL and, on its own line, the passphrase."""
         host = f"[{self.endpoint.host}]" if ":" in self.endpoint.host else self.endpoint.host
         url = f"srt://{host}:{self.endpoint.port}?mode=listener"
+        lines = ["ffconcat version 1.0", f"file '{url}'", "option analyzeduration 2000000"]
         if self.endpoint.passphrase:
-            url += f"&passphrase={quote(self.endpoint.passphrase, safe='')}&enforced_encryption=1"
+            lines += [f"option passphrase {_escape(self.endpoint.passphrase)}", "option enforced_encryption 1"]
+        return ("\n".join(lines) + "\n").encode()
+
+    def _args(self, script_fd: int) -> list[str]:
         return [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "warning", "-nostdin",
-                "-analyzeduration", "2000000", "-i", url, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-                "-f", "mpegts", "-flush_packets", "1", "pipe:1"]
+                "-f", "concat", "-safe", "0", "-protocol_whitelist", "file,srt", "-i", f"/dev/fd/{script_fd}",
+                "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "mpegts", "-flush_packets", "1", "pipe:1"]
 
     def _supervise(self) -> None:
         failures = 0
@@ -199,11 +223,35 @@ class SrtListener:
             if failures and self._stopped.wait(min(10.0, 0.5 * 2 ** (failures - 1))):
                 return
 
+    def _start(self) -> subprocess.Popen | None:
+        read, write = os.pipe()
+        try:
+            os.write(write, self._script())  # a few hundred bytes: the pipe holds them
+            os.close(write)
+            write = -1
+            with self._proc_lock, open(self._log_path, "ab") as log_file:
+                if self._stopped.is_set():
+                    return None
+                self._proc = subprocess.Popen(self._args(read), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=log_file, start_new_session=True, pass_fds=(read,),
+                                              preexec_fn=die_with_parent())
+                return self._proc
+        finally:
+            os.close(read)
+            if write != -1:
+                os.close(write)
+
     def _serve_one(self) -> bool:
-        with open(self._log_path, "ab") as log_file:
-            self._proc = proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                 stderr=log_file, start_new_session=True,
-                                                 preexec_fn=die_with_parent())
+        try:
+            proc = self._start()
+        except OSError as exc:  # no descriptors or memory to spare: try again after a pause
+            if self.accepting:
+                log.warning("%s: cannot start the SRT listener (%s): retrying", self.endpoint.label, exc.strerror or exc)
+            self.accepting = False
+            return False
+        if proc is None:
+            return False
+        self.accepting = True
         assert proc.stdout is not None
         feed = None
         aligner = TsAligner()
@@ -218,11 +266,26 @@ class SrtListener:
         finally:
             if feed is not None:
                 self.channel.unpublish(feed)
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait()
+            _end(proc)
             proc.stdout.close()
         return feed is not None
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if ffmpeg has not exited within STOP_WAIT_S."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("ffmpeg (pid %d) ignored SIGTERM for %g s: killed", proc.pid, STOP_WAIT_S)
+        proc.kill()
+        proc.wait()
+
+
+def _escape(value: str) -> str:
+    """A value for an ffconcat line: every character that is not a letter or digit escaped."""
+    return re.sub(r"([^A-Za-z0-9])", r"\\\1", value)
 
 
 def _why(exc: BaseException) -> str:

@@ -4,7 +4,12 @@
 The recorder's second output feeds `publish`, which never blocks: each viewer has its own
 bounded queue and its own thread; a viewer that falls that far behind, or stops reading,
 is dropped. Recording never waits for anyone watching. Bound beyond loopback, a request
-needs the token (`?token=` or `Authorization: Bearer`).
+needs the token (`?token=` or `Authorization: Bearer`); on loopback, a request must name a
+loopback host (a DNS-rebinding page names its own) and must not come from another site's page.
+
+No token is needed to open a connection, so what connections can hold is capped: requests
+being read (each with one deadline for the whole request), viewers, and a descriptor
+shortage only pauses the accept loop.
 """
 
 from __future__ import annotations
@@ -15,17 +20,23 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections import deque
 from urllib.parse import parse_qs, urlsplit
 
+from cht.accepting import Acceptor
 from cht.errors import SourceError
 from cht.config import is_loopback
+from cht.origin import host_allowed, origin_allowed
 
 log = logging.getLogger("cht.ingest")
 
 VIEWER_QUEUE_BYTES = 8 << 20  # bytes a viewer may fall behind (~15 s at 4 Mbit/s) before it is dropped
 SEND_TIMEOUT_S = 10.0  # seconds one send to a viewer may block
 MAX_REQUEST = 8192
+REQUEST_TIMEOUT_S = 5.0  # seconds for a whole request to arrive, however slowly it trickles
+MAX_PENDING = 16  # requests being read at once; more connections are closed at once
+MAX_VIEWERS = 64  # viewers of all sessions together
 PATH = re.compile(r"^/live(?:/([A-Za-z0-9][A-Za-z0-9._-]{0,63}))?\.ts$")
 
 
@@ -89,6 +100,8 @@ class Relay:
         self._current: str | None = None  # what /live.ts shows: the session that went live last
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._pending = threading.Semaphore(MAX_PENDING)
+        self.acceptor = Acceptor(f"relay {host}:{port}")
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -152,19 +165,27 @@ class Relay:
             viewer.close()
 
     def _accept(self) -> None:
-        while self._sock is not None:
+        while (accepted := self.acceptor.accept(lambda: self._sock)) is not None:
+            conn, addr = accepted
+            if not self._pending.acquire(blocking=False):
+                conn.close()  # a flood of unfinished requests: they cost nothing beyond these
+                continue
             try:
-                conn, addr = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn, f"{addr[0]}:{addr[1]}"), name="cht-relay-viewer",
-                             daemon=True).start()
+                threading.Thread(target=self._handle, args=(conn, f"{addr[0]}:{addr[1]}"), name="cht-relay-viewer",
+                                 daemon=True).start()
+            except RuntimeError:
+                self._pending.release()
+                conn.close()
 
     def _handle(self, conn: socket.socket, address: str) -> None:
-        conn.settimeout(5.0)
         try:
-            request = _read_request(conn)
+            try:
+                request = _read_request(conn, time.monotonic() + REQUEST_TIMEOUT_S)
+            finally:
+                self._pending.release()
             status, session_id = self._route(request)
+            if status == "200 OK" and self._count() >= MAX_VIEWERS:
+                status = "503 Service Unavailable"
             if status != "200 OK":
                 conn.sendall(f"HTTP/1.0 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
                 conn.close()
@@ -185,6 +206,10 @@ class Relay:
         log.info("relay viewer %s watching %s", address, session_id)
         viewer.serve()
 
+    def _count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._viewers.values())
+
     def _route(self, request: bytes) -> tuple[str, str | None]:
         lines = request.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
@@ -192,6 +217,13 @@ class Relay:
             return "400 Bad Request", None
         if parts[0] != "GET":
             return "405 Method Not Allowed", None
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if not host_allowed(headers.get("host"), self.host) or not origin_allowed(headers.get("origin"),
+                                                                                  headers.get("host")):
+            return "403 Forbidden", None
         url = urlsplit(parts[1])
         if self.token is not None and not self._token_ok(url.query, lines[1:]):
             return "401 Unauthorized", None
@@ -213,9 +245,15 @@ class Relay:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
 
-def _read_request(conn: socket.socket) -> bytes:
+def _read_request(conn: socket.socket, deadline: float) -> bytes:
+    """The request head, which must arrive whole by `deadline` (a trickle of a byte every few
+    seconds would otherwise hold the connection for ever)."""
     data = b""
     while b"\r\n\r\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ValueError("the request did not arrive in time")
+        conn.settimeout(left)
         chunk = conn.recv(1024)
         if not chunk:
             raise ValueError("closed before the request ended")

@@ -7,6 +7,11 @@ ffmpeg's own RTMP listener accepts any stream key (a wrong one is only a warning
 one client and exits, and waits forever on a client that never finishes its handshake;
 hence this module. Simple handshake (S1 carries no digest: OBS's librtmp and ffmpeg accept
 it); no RTMPE, no playing.
+
+Nothing is proven before `publish` names the stream key, so until then a connection may
+only send what a publisher's commands need: small messages on a few chunk streams. After
+it, a message may be as large as a real encoder's biggest keyframe, and the messages being
+assembled at once are capped too: a client declares lengths, we never trust them.
 """
 
 from __future__ import annotations
@@ -22,8 +27,13 @@ from typing import Iterator
 from cht.ingest import amf0
 
 HANDSHAKE_SIZE = 1536
-MAX_MESSAGE = 16 << 20  # bytes: no honest message is larger (the field allows 16 MiB)
+MAX_MESSAGE = 8 << 20  # bytes: no encoder's message is larger (a 4K keyframe is ~1-3 MiB; the field allows 16)
+MAX_ASSEMBLING = 16 << 20  # bytes of messages being assembled at once on a publishing connection
 MAX_CHUNK_STREAMS = 64
+PRE_MAX_MESSAGE = 64 << 10  # bytes: before publish, only commands (connect is a few hundred bytes)
+PRE_MAX_ASSEMBLING = 128 << 10  # bytes being assembled at once before publish
+PRE_CHUNK_STREAMS = 8  # chunk streams before publish (publishers use 2-5)
+PRE_READ = 1 << 14  # bytes per recv before publish, so the read buffer stays small too
 OUT_CHUNK = 4096
 WINDOW = 2_500_000  # bytes: the acknowledgement window we announce
 
@@ -72,6 +82,7 @@ class RtmpPublish:
         self._ack_window = 0
         self._in_chunk = 128
         self._streams: dict[int, _ChunkStream] = {}
+        self._assembling = 0  # bytes declared by the messages being assembled
         self._connected = False
         self.deadline: float | None = None  # monotonic s by which the publish must be under way
         self.flv_writer = FlvWriter()
@@ -85,7 +96,7 @@ class RtmpPublish:
                 self._pos = 0
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise ProtocolError("too slow to start publishing")
-            chunk = self.sock.recv(1 << 18)
+            chunk = self.sock.recv((1 << 18) if self.stream_name else PRE_READ)
             if not chunk:
                 raise EOFError("the client closed the connection")
             self._buf += chunk
@@ -122,8 +133,10 @@ class RtmpPublish:
                 csid = 64 + b[0] + (b[1] << 8)
             cs = self._streams.get(csid)
             if cs is None:
-                if fmt != 0 or len(self._streams) >= MAX_CHUNK_STREAMS:
+                if fmt != 0:
                     raise ProtocolError(f"chunk stream {csid} starts without a full header")
+                if len(self._streams) >= (MAX_CHUNK_STREAMS if self.stream_name else PRE_CHUNK_STREAMS):
+                    raise ProtocolError(f"too many chunk streams ({len(self._streams) + 1})")
                 cs = self._streams[csid] = _ChunkStream()
             new = cs.body is None
             if fmt < 3:
@@ -147,8 +160,7 @@ class RtmpPublish:
                 if new:
                     cs.timestamp += cs.delta
             if new:
-                if cs.length > MAX_MESSAGE:
-                    raise ProtocolError(f"a {cs.length}-byte message: larger than any RTMP client sends")
+                self._begin(cs.length)
                 cs.body = bytearray()
             n = min(self._in_chunk, cs.length - len(cs.body))
             self._fill(n)
@@ -156,6 +168,7 @@ class RtmpPublish:
             self._pos += n
             if len(cs.body) >= cs.length:
                 body, cs.body = bytes(cs.body), None
+                self._assembling -= cs.length
                 if cs.type == SET_CHUNK_SIZE:
                     self._set_chunk_size(body)
                     continue
@@ -167,6 +180,16 @@ class RtmpPublish:
                 if cs.type in (ACK, USER_CONTROL, SET_PEER_BW):
                     continue
                 return cs.type, cs.stream_id, cs.timestamp & 0xFFFFFFFF, body
+
+    def _begin(self, length: int) -> None:
+        """A message of `length` bytes starts: refuse what no publisher at this stage sends."""
+        largest, budget = (MAX_MESSAGE, MAX_ASSEMBLING) if self.stream_name else (PRE_MAX_MESSAGE, PRE_MAX_ASSEMBLING)
+        if length > largest:
+            stage = "" if self.stream_name else " before publishing"
+            raise ProtocolError(f"a {length}-byte message{stage}: larger than any RTMP publisher sends")
+        if self._assembling + length > budget:
+            raise ProtocolError(f"{self._assembling + length} bytes of unfinished messages: more than a publisher sends")
+        self._assembling += length
 
     def _set_chunk_size(self, body: bytes) -> None:
         if len(body) < 4:
