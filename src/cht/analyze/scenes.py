@@ -251,18 +251,31 @@ class KeyframeWriter:
 
 
 def read_frames(session_dir: Path) -> list[FrameRecord]:
-    """frames.jsonl, ignoring a torn last line (a kill while appending)."""
+    """frames.jsonl, ignoring a torn last line (a kill while appending) and records whose
+    pictures lie outside the session."""
     path = session_dir / "frames.jsonl"
     if not path.exists():
         return []
     records = []
+    root = session_dir.resolve()
     lines = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(FrameRecord.from_json(line.decode("utf-8")))
+            record = FrameRecord.from_json(line.decode("utf-8"))
         except (ValueError, TypeError, KeyError):
             where = "its last line is cut short" if number == len(lines) else f"line {number} is unreadable"
             log.warning("frames.jsonl: %s; ignored", where)
+            continue
+        if not all(_inside(root, name) for name in (record.file, record.thumb)):
+            log.warning("frames.jsonl: line %d names a file outside the session (%s); ignored", number, record.file)
+            continue
+        records.append(record)
     return records
+
+
+def _inside(root: Path, name: object) -> bool:
+    """A record's picture must resolve inside the session dir: the export copies it and
+    analysis moves it, so a path out of the session would reach the user's other files."""
+    return isinstance(name, str) and not Path(name).is_absolute() and (root / name).resolve().is_relative_to(root)

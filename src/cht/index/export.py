@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from cht.transcribe.store import TranscriptLine, read_spoken
 
 FORMATS = ("srt", "vtt", "txt", "md", "json")
 JSON_SCHEMA = "cht.export/1"
+MARK = ".cht-export"  # in a `<name>_files/` folder: cht wrote it, so cht may replace it
 WAVEFORM_LEVELS = {160: "audio/waveform.json", 1600: "audio/waveform-1600.json", 16000: "audio/waveform-16000.json"}
 
 
@@ -86,10 +88,41 @@ def document(session: Session, manifest: Manifest, lines: list[TranscriptLine]) 
 
 def markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine], target: Path) -> list[Path]:
     """Notes a student would want: each slide, then what was said while it was shown, with
-    timestamps; images copied into `<name>_files/` beside the notes, linked relatively."""
-    frames = sorted(read_frames(session.root), key=lambda f: f.t)
+    timestamps; images copied into `<name>_files/` beside the notes, linked relatively.
+    The images go to a new folder first, which replaces `<name>_files/` only if cht made that
+    one (it holds MARK): a folder of the user's by that name is never touched."""
+    if target.name in ("", ".", "..") or target.is_dir():
+        raise SessionError(f"--output {target} is a folder: name the notes file, e.g. {target / session.id}.md")
     assets = target.with_name(f"{target.stem}_files")
-    shutil.rmtree(assets, ignore_errors=True)
+    if assets.exists() and not (assets / MARK).is_file():
+        raise SessionError(f"{assets} exists and was not written by cht export: move it, or choose another --output")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{assets.name}.", dir=target.parent))
+    try:
+        written = _markdown(session, manifest, lines, target, work, assets.name)
+        _swap(work, assets)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return [assets / p.name if p.parent == work else p for p in written]
+
+
+def _swap(work: Path, assets: Path) -> None:
+    """Put the new images in place of cht's old ones (none: the old folder just goes)."""
+    old = None
+    if assets.exists():
+        old = assets.with_name(f".{assets.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(assets, old)
+    if any(p.name != MARK for p in work.iterdir()):
+        os.replace(work, assets)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine], target: Path, work: Path,
+              folder: str) -> list[Path]:
+    (work / MARK).write_text("written by cht export; replaced by the next export to the same notes\n")
+    frames = sorted(read_frames(session.root), key=lambda f: f.t)
     parts = [f"# {session.id}\n",
              f"Recorded {manifest.started_at.replace('T', ' ')[:19]} from `{manifest.source}` · "
              f"{fmt_time(manifest.duration)} · {len(frames)} slide(s) · "
@@ -109,12 +142,11 @@ def markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine], 
         if frame is not None:
             parts.append(f"\n## {fmt_time(frame.t)}" + (" (captured)" if frame.kind == "manual" else "") + "\n")
             image = session.root / frame.file
-            if image.exists():
-                assets.mkdir(parents=True, exist_ok=True)
-                copy = assets / Path(frame.file).name
+            if image.is_file():
+                copy = work / Path(frame.file).name
                 shutil.copyfile(image, copy)
                 written.append(copy)
-                parts.append(f"\n![Slide at {fmt_time(frame.t)}]({assets.name}/{copy.name})\n")
+                parts.append(f"\n![Slide at {fmt_time(frame.t)}]({folder}/{copy.name})\n")
         for line in said:
             while gaps and gaps[0].start <= line.start:
                 gap = gaps.pop(0)
@@ -127,5 +159,8 @@ def markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine], 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import uvicorn
 from cht.config import ui_url
 from cht.errors import SessionError
 from cht.web.app import UiState, create_app
+from cht.web.guard import LocalGuard
 from cht.config import is_loopback
 
 log = logging.getLogger("cht.web")
@@ -35,7 +36,8 @@ class WebServer:
         return base + (("&" if "?" in base else "?") + f"token={self.token}" if self.token else "")
 
     def start(self) -> None:
-        config = uvicorn.Config(create_app(self.state, self.token), host=self.host, port=self.port,
+        app = LocalGuard(create_app(self.state, self.token), self.host)
+        config = uvicorn.Config(app, host=self.host, port=self.port,
                                 log_level="warning", access_log=False, ws_ping_interval=10, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="cht-web", daemon=True)
