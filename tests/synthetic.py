@@ -8,6 +8,7 @@ ground truth: every time the picture changes in a way a viewer would call a new 
 
 from __future__ import annotations
 
+import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,3 +128,283 @@ def f1(found: list[float], truth: list[float], tolerance: float = 1.0) -> tuple[
     recall = hits / len(truth) if truth else 0.0
     score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, score
+
+
+# -- Decks: slides at any size and style, with known changes of every kind --------------------
+
+MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
+SMALL_TEXTS = ("ok", "n=3", "[1]", "✓", "42", "v2", "x=0", "(*)", "+1", "done", "p<.05", "2x")
+CODE = ("for x in xs:", "    y = f(x)", "    if y > best:", "        best = y", "return best", "def f(x):",
+        "    return x * x", "import numpy as np", "loss.backward()", "opt.step()", "print(loss)")
+THEMES = {  # background, header band, title, text, accent colours per theme
+    "light": (("0xFFFFFF", "0xF4F1EA", "0xFAFAFA"), ("0x1F4E79", "0xC0392B", "0x2E7D32"), ("0xFFFFFF",),
+              ("0x202020", "0x333333", "0x1A1A40")),
+    "dark": (("0x1E1E2E", "0x101418", "0x2B2B2B"), ("0x3A3F5C", "0x0F4C5C", "0x44475A"), ("0xF8F8F2",),
+             ("0xE0E0E0", "0xC8D3F5", "0xF0F0F0")),
+}
+
+
+@dataclass
+class Change:
+    t: float  # seconds: the instant, or the middle of a gradual change
+    kind: str  # bullet | small | fade | slide | dissolve | cut
+
+
+@dataclass
+class Element:
+    text: str
+    x: float
+    y: float
+    size: float
+    colour: str
+    start: float  # appears (fully visible at start + fade_in)
+    end: float  # gone (starts fading at end - fade_out)
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+    font: str = FONT
+
+
+@dataclass
+class Deck:
+    """A generated talk: what to draw, when, and the changes a viewer would name."""
+
+    size: tuple[int, int]
+    duration: float
+    theme: str
+    seed: int
+    background: str
+    band: str
+    elements: list[Element]
+    changes: list[Change]
+    camera: list[tuple[float, float]]  # (start, end) of full-frame cuts to a camera
+    videos: list[tuple[float, float, tuple[int, int, int, int]]]  # (start, end, (x, y, w, h)) inside slides
+    cursors: list[tuple[float, float, int, int, float]]  # (start, end, x, y, period) blinking cursors
+    pointer: tuple[float, ...]  # cx, cy, ax, ay, move_s, rest_s
+
+    def times(self, kinds: tuple[str, ...] | None = None) -> list[float]:
+        return [c.t for c in self.changes if kinds is None or c.kind in kinds]
+
+
+def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720), theme: str = "light",
+         kinds: tuple[str, ...] = ("bullet", "small", "fade", "slide", "dissolve", "cut"),
+         video_slides: bool = True, code_slides: bool = True) -> Deck:
+    """A random talk (repeatable per seed): slides with a header band, title, bullets or code,
+    changed by `kinds` one at a time, 3-5 s apart; text size, positions, colours and words
+    come from the seed. Distractors throughout: a webcam box, a pointer that glides and rests,
+    blinking cursors on code slides and a video playing inside some slides."""
+    import random
+
+    rng = random.Random(seed)
+    W, H = size
+    backs, bands, titles, texts = THEMES[theme]
+    background, band, title_colour = rng.choice(backs), rng.choice(bands), titles[0]
+    font = H * rng.uniform(0.036, 0.06)
+    elements: list[Element] = []
+    changes: list[Change] = []
+    camera, videos, cursors = [], [], []
+    band_h = H * 0.14
+
+    state: dict = {}
+
+    def new_slide(t0: float, fade: float) -> None:
+        """Start a slide at t0 (fading in over `fade` s); its elements end when the next begins."""
+        flavour = rng.choices(("text", "code", "video"),
+                              (3, 1 if code_slides else 0, 1 if video_slides else 0))[0]
+        n = len(state.get("slides", [])) + 1
+        left = W * rng.uniform(0.05, 0.1)
+        right = W * (0.5 if flavour == "video" else 0.93)
+        items = [Element(f"Part {n}: {' '.join(rng.sample(WORDS, 2)).capitalize()}", left, band_h * 0.25,
+                         font * 1.25, title_colour, t0, math.inf, fade),
+                 Element(f"{n}", W * 0.03, H * 0.93, font * 0.6, rng.choice(texts), t0, math.inf, fade)]
+        state["slides"] = state.get("slides", []) + [items]
+        state.update(flavour=flavour, left=left, right=right, line=0, lines=[], start=t0,
+                     font=font * (0.85 if flavour == "code" else 1.0), colour=rng.choice(texts))
+        elements.extend(items)
+        if flavour == "video":
+            w = int(W * rng.uniform(0.3, 0.4)) // 2 * 2
+            h = int(w * 9 / 16) // 2 * 2
+            videos.append([t0 + fade / 2, math.inf, (int(W * 0.55), int(rng.uniform(band_h + 10, H * 0.9 - h)), w, h)])
+        if flavour == "code":
+            y = int(band_h + H * 0.05 + 7 * state["font"] * 1.5)
+            cursors.append([t0 + fade / 2, math.inf, int(left + rng.uniform(0, 20) * state["font"] * 0.6), y,
+                            rng.uniform(0.9, 1.3)])
+        for _ in range(rng.randint(0, 2)):
+            add_line(t0, fade)
+
+    def add_line(t0: float, fade: float) -> bool:
+        f = state["font"]
+        y = band_h + H * 0.05 + state["line"] * f * 1.5
+        if y + f > H * 0.86 - (f * 1.5 if state["flavour"] == "code" else 0) or state["line"] >= 6:
+            return False
+        if state["flavour"] == "code":
+            text, face = rng.choice(CODE), MONO
+        else:
+            room = int((state["right"] - state["left"]) / (f * 0.6)) - 2
+            words = []
+            while len(" ".join(words)) < rng.randint(14, max(15, room)):
+                words.append(rng.choice(WORDS))
+            text, face = ("- " + " ".join(words).capitalize())[:room], FONT
+        item = Element(text, state["left"] + f * 0.3, y, f, state["colour"], t0, math.inf, fade, font=face)
+        elements.append(item)
+        state["slides"][-1].append(item)
+        state["lines"].append(item)
+        state["line"] += 1
+        return True
+
+    def end_slide(t: float, fade: float) -> None:
+        for item in state["slides"][-1]:
+            item.end, item.fade_out = t + fade, fade
+        for group in (videos, cursors):
+            if group and group[-1][1] == math.inf:
+                group[-1][1] = t + fade / 2
+
+    new_slide(0.0, 0.0)
+    t = rng.uniform(3, 4.5)
+    while t < duration - 3.5:
+        kind = rng.choice(kinds)
+        if kind in ("bullet", "fade", "small") and not state["lines"] and kind == "small":
+            kind = "bullet"
+        if kind == "bullet" and add_line(t, 0.0):
+            changes.append(Change(t, "bullet"))
+        elif kind == "fade" and add_line(t, d := rng.uniform(0.3, 1.0)):
+            changes.append(Change(t + d / 2, "fade"))
+        elif kind == "small" and state["lines"]:
+            line = rng.choice(state["lines"])
+            text = rng.choice(SMALL_TEXTS)
+            f = line.size * rng.choice((1.0, 1.0, 0.7))
+            width = len(line.text) * line.size * (0.6 if line.font == MONO else 0.56)
+            x = line.x + width + line.size * 0.6
+            if x + len(text) * f * 0.65 > W * 0.97 or any(e.text.endswith(line.text) and e is not line for e in []):
+                x = rng.uniform(W * 0.3, W * 0.8)
+                item = Element(text, x, H * 0.88, f, line.colour, t, math.inf)
+            else:
+                item = Element(text, x, line.y + (line.size - f), f, line.colour, t, math.inf)
+            line.text += " " * 0  # the line stays as it was; the addition is its own element
+            elements.append(item)
+            state["slides"][-1].append(item)
+            changes.append(Change(t, "small"))
+        elif kind == "dissolve":
+            d = rng.uniform(0.5, 1.5)
+            end_slide(t, d)
+            new_slide(t, d)
+            changes.append(Change(t + d / 2, "dissolve"))
+        elif kind == "cut" and t + 5.5 + 3.5 < duration:
+            length = rng.uniform(3, 5)
+            end_slide(t, 0.0)
+            camera.append((t, t + length))
+            changes.append(Change(t, "cut"))
+            t += length
+            new_slide(t, 0.0)
+            changes.append(Change(t, "cut"))
+        else:  # a page turn, or a slide that is full
+            end_slide(t, 0.0)
+            new_slide(t, 0.0)
+            changes.append(Change(t, "slide"))
+        t += rng.uniform(3, 5) + (0.75 if kind in ("fade", "dissolve") else 0)
+    end_slide(duration + 1, 0.0)
+    pointer = (W * rng.uniform(0.35, 0.65), H * rng.uniform(0.4, 0.6), W * rng.uniform(0.15, 0.3),
+               H * rng.uniform(0.15, 0.3), rng.uniform(1.5, 4), rng.uniform(1, 3))
+    return Deck((W, H), duration, theme, seed, background, band, elements, changes, camera,
+                [(a, b, r) for a, b, r in videos], [(a, b, x, y, p) for a, b, x, y, p in cursors], pointer)
+
+
+def _alpha(e: Element) -> str:
+    parts = []
+    if e.fade_in > 0:
+        parts.append(f"clip((t-{e.start:.3f})/{e.fade_in:.3f},0,1)")
+    if e.fade_out > 0 and e.end < math.inf:
+        parts.append(f"clip(({e.end:.3f}-t)/{e.fade_out:.3f},0,1)")
+    return "*".join(parts) or "1"
+
+
+def render_deck(spec: Deck, path: Path, *, crf: int = 23, rate: int = 25, preset: str = "veryfast") -> Path:
+    """The deck as an H.264 file (no sound), x264 at `crf` with a 2 s GOP."""
+    W, H = spec.size
+    d = spec.duration
+    draws = [f"drawbox=x=0:y=0:w={W}:h={int(H * 0.14)}:color={spec.band}:t=fill"]
+    for e in spec.elements:
+        end = min(e.end, d + 1)
+        if end <= e.start:
+            continue
+        draws.append(f"drawtext=fontfile={e.font}:text='{_escape(e.text)}':x={e.x:.0f}:y={e.y:.0f}:"
+                     f"fontsize={e.size:.0f}:fontcolor={e.colour}:alpha='{_alpha(e)}':"
+                     f"enable='between(t,{e.start:.3f},{end - 0.001:.3f})'")
+    ink = "white" if spec.theme == "dark" else "black"
+    for a, b, x, y, period in spec.cursors:
+        draws.append(f"drawbox=x={x}:y={y}:w={max(2, W // 640)}:h={int(H * 0.045)}:color={ink}:t=fill:"
+                     f"enable='between(t,{a:.3f},{min(b, d + 1):.3f})*lt(mod(t,{period:.3f}),{period / 2:.3f})'")
+    graph = [f"color=c={spec.background}:s={W}x{H}:r={rate}:d={d},format=yuv420p,{','.join(draws)}[slides]"]
+    last = "slides"
+    for k, (a, b, (x, y, w, h)) in enumerate(spec.videos):
+        graph.append(f"testsrc2=s={w}x{h}:r={rate}:d={d},hue=h=40*t[vid{k}]")
+        graph.append(f"[{last}][vid{k}]overlay=x={x}:y={y}:enable='between(t,{a:.3f},{min(b, d + 1) - 0.001:.3f})'[v{k}]")
+        last = f"v{k}"
+    if spec.camera:
+        enable = "+".join(f"between(t,{a:.3f},{b - 0.001:.3f})" for a, b in spec.camera)
+        graph.append(f"testsrc2=s={W}x{H}:r={rate}:d={d},hue=s=0.3[cam]")
+        graph.append(f"[{last}][cam]overlay=enable='{enable}'[cut]")
+        last = "cut"
+    cw = W // 7 // 2 * 2
+    ch = cw * 3 // 4 // 2 * 2
+    graph.append(f"testsrc2=s={cw}x{ch}:r={rate}:d={d},hue=s=0.4[webcam]")
+    graph.append(f"[{last}][webcam]overlay=x='{W - cw - W // 60}+{W // 100}*sin(t/3)':y={H - ch - H // 40}[withcam]")
+    cx, cy, ax, ay, move, rest = spec.pointer
+    g = f"(floor(t/{move + rest:.3f})*{move:.3f}+min(mod(t,{move + rest:.3f}),{move:.3f}))"
+    pw, ph = max(6, int(H * 0.013)), max(9, int(H * 0.02))
+    px, py = f"{cx:.0f}+{ax:.0f}*sin({g}/1.7)", f"{cy:.0f}+{ay:.0f}*cos({g}/2.3)"
+    graph.append(f"[withcam]drawbox=x='{px}':y='{py}':w={pw}:h={ph}:color=black:t=fill,"
+                 f"drawbox=x='{px}+2':y='{py}+2':w={pw - 4}:h={ph - 4}:color=white:t=fill")
+    args = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", ";".join(graph),
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-g", str(rate * 2), "-pix_fmt", "yuv420p",
+            "-threads", "2", str(path)]
+    subprocess.run(args, check=True)
+    return path
+
+
+def scores(found: list[float], spec: Deck, tolerance: float = 0.5) -> dict[str, float]:
+    """Precision, recall, F1 overall and recall per kind, one-to-one matching at ±`tolerance` s."""
+    unmatched = list(spec.changes)
+    hits: list[Change] = []
+    for t in sorted(found):
+        best = min(unmatched, key=lambda c: abs(c.t - t), default=None)
+        if best is not None and abs(best.t - t) <= tolerance:
+            unmatched.remove(best)
+            hits.append(best)
+    p = len(hits) / len(found) if found else 0.0
+    r = len(hits) / len(spec.changes) if spec.changes else 0.0
+    out = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+           "found": len(found), "true": len(spec.changes)}
+    for kind in sorted({c.kind for c in spec.changes}):
+        total = sum(c.kind == kind for c in spec.changes)
+        out[f"recall_{kind}"] = sum(c.kind == kind for c in hits) / total
+        out[f"n_{kind}"] = total
+    out["missed"] = [(round(c.t, 2), c.kind) for c in unmatched]
+    return out
+
+
+def detect_file(path: Path, options=None) -> list:
+    """cht's detector over a file, sampled and decoded the way analysis does (no keyframes saved)."""
+    import av
+
+    from cht.analyze.reader import open_decoder
+    from cht.analyze.scenes import SlideChangeDetector, grey
+    from cht.config import SceneOptions
+
+    options = options or SceneOptions()
+    detector = SlideChangeDetector(options)
+    found, next_t = [], float("-inf")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoder = open_decoder(stream)
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            for frame in decoder.decode(packet):
+                t = float(frame.pts * stream.time_base)
+                if t + 1e-6 < next_t:
+                    continue
+                next_t = t + 1 / options.sample_fps
+                d = detector.process(t, grey(frame, options.width))
+                if d is not None:
+                    found.append(d)
+    return found

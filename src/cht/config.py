@@ -131,21 +131,28 @@ class IngestOptions:
 
 @dataclass
 class SceneOptions:
-    """How the scene / slide-change detector looks at frames."""
+    """How the scene / slide-change detector looks at frames (see analyze/scenes.py)."""
 
     sample_fps: float = 4.0  # frames per second looked at (the rest are decoded, never converted)
-    width: int = 320  # pixels: frames are compared as grey images this wide
-    block: int = 10  # pixels: the grid cell that counts as changed or not
-    pixel_noise: int = 24  # grey levels: smaller differences are encoder noise
-    block_changed: float = 0.04  # fraction of a cell's pixels that must change for the cell to count
-    settle_s: float = 0.5  # seconds a cell must stay unchanged before it counts towards a slide change
-    min_blocks: int = 8  # cells that must settle on new content for a slide change
-    min_cluster: int = 6  # neighbouring cells that count as new content (a pointer touches fewer)
-    absorb_s: float = 2.0  # seconds after which a few settled cells (a resting pointer) are accepted silently
-    video_window: int = 8  # samples: the recent past in which a cell's changes are counted
-    video_changes: int = 2  # changes within that window that make a cell live video (webcam, pointer path)
-    video_rate: float = 0.2  # share of samples a cell changed in, long term, that marks a video region
-    video_tau_s: float = 30.0  # seconds: the memory of that long-term share
+    width: int = 320  # pixels: frames are compared as grey images this wide, each pixel an area mean
+    block: int = 2  # pixels of that image: the grid cell (160×90 cells at 16:9, whatever the source size)
+    min_level: float = 12.0  # grey levels: the least a cell must move by, however clean the stream
+    noise_factor: float = 2.0  # a cell changes when it moves by this many times the measured noise floor
+    noise_share: float = 0.25  # a cell moving by less than this share of its own contrast is noise
+    noise_quantile: float = 0.9  # which of the recent static pairs' noise sets the floor (high: keyframes)
+    noise_window: int = 64  # static sample pairs remembered for the noise floor (16 s at 4 fps)
+    static_share: float = 0.005  # share of changed cells below which a sample pair counts as static
+    settle_s: float = 0.5  # seconds a cell must stay still before it counts towards a slide change
+    min_cells: int = 3  # cells of new content that make a change (2-4 characters cover more)
+    absorb_s: float = 2.0  # seconds after which smaller settled leftovers are accepted silently
+    reversal_s: float = 1.0  # seconds: a cell that moves back within this is live video, a cursor or a pointer
+    live_hold_s: float = 2.0  # seconds a cell stays live after such a reversal (two within it: video)
+    periodic_s: float = 3.0  # seconds: a reversal with none before it this long is a pointer's trail
+    trail_s: float = 0.75  # seconds: a trail this close in time to a small change marks it as the pointer
+    trail_reach: int = 4  # cells: how far around a small change a trail is looked for (at least)
+    video_rate: float = 0.25  # share of samples a cell moved in, lately, that marks a video region
+    video_tau_s: float = 8.0  # seconds: the memory of that share (a webcam is marked within 2.3 s)
+    video_margin: int = 4  # cells: video regions are boxes on a grid of this many cells, one tile wider
     cut_fraction: float = 0.5  # share of cells changing at once that is a hard cut
     min_scene_s: float = 2.0  # seconds: changes closer than this to the last one are not new scenes
     thumb_width: int = 320  # pixels: width of the thumbnail saved beside each keyframe

@@ -1,21 +1,40 @@
 """Scene and slide-change detection, and the keyframes it saves.
 
 `SlideChangeDetector` sees small grey frames on the global clock and says when a new scene
-starts. It finds two kinds of change:
+starts. Its decisions do not depend on the picture's size, the text size, the theme or the
+bitrate:
+
+* the frames arrive area-averaged to about 320 pixels wide (`grey`), so a glyph of any size
+  keeps its ink (a 4K frame is not point-sampled into missing thin strokes) and compression
+  noise averages out; the grid is 2×2 of those pixels, a fixed share of the picture;
+* a cell changes when its largest pixel difference passes `noise_factor` times the noise
+  floor, measured on the session's own static frames (the 99.9th percentile of cell
+  differences between consecutive samples where nothing changed, taken high over the last
+  `noise_window` such pairs so the keyframe re-quantisation every GOP is included);
+* new content may be as small as `min_cells` cells (two or three characters): what keeps a
+  pointer, a blinking cursor, a webcam box, a video in a slide and noise out is how they
+  behave in time, not their size.
+
+Two kinds of change:
 
 * hard cuts — at least `cut_fraction` of the grid changes from one sample to the next
   while the sample before was calm: reported at once;
-* slide changes — a screen share gains a bullet line or turns a page. Following the slide
-  extractors, it waits for the picture to settle and compares it with the last *saved*
-  picture, counting grid cells that changed and then stayed put. The change is dated at
-  when those cells changed, not when they settled.
+* slide changes — after the slide extractors, the picture must settle (`settle_s` without
+  movement) on content that differs from the last *saved* picture. A change is dated at the
+  middle of the time its cells moved, so a fade-in or a dissolve counts once, at its middle.
 
-What must not count: a moving pointer, a blinking cursor or a webcam box. A cell that changed
-more than once in the last `video_window` samples, or in a large share of samples over the
-last half minute (the area a webcam box moves over), is live video and left out until it rests;
-new content must come in clusters of `min_cluster` neighbouring cells, so the few scattered
-cells a resting pointer or a moving box edge leave behind never add up to a slide change
-(they are absorbed silently once they rest).
+What must not count, and why it does not:
+
+* live video (a webcam box, a video in a slide, a blinking cursor, a pointer's path): a cell
+  that moves one way and then back within `reversal_s` is live for `live_hold_s`, and so is
+  a cell that moved in a large share of samples over the last half minute; live cells and
+  their neighbours are left out. A fade or a dissolve moves its cells one way only.
+* a pointer coming to rest (or leaving the place it rested): its last steps leave cells
+  that went and came back once, near it and at about the same time (`trail_s`). A small
+  settled change with such a trail around it is the pointer; it is taken into the saved
+  picture without a report. A cursor's or a video's cells reverse over and over, so they
+  are no trail.
+* leftovers smaller than `min_cells` are accepted silently after `absorb_s`.
 
 `KeyframeWriter` saves each detection as a full-resolution JPEG plus a thumbnail in
 `frames/` and appends one JSON line to `frames.jsonl` (append-only: the truth for frames).
@@ -59,26 +78,16 @@ class FrameRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, line: str) -> "FrameRecord":
+    def from_json(cls, line: str) -> FrameRecord:
         return cls(**json.loads(line))
 
 
 def grey(frame: av.VideoFrame, width: int) -> np.ndarray:
-    """A small grey copy of the frame, about `width` pixels wide.
-
-    For the planar YUV that decoders give, this is the luma plane taken every n-th pixel:
-    no scaling filter, so it costs microseconds where a swscale resize costs a millisecond.
-    """
-    if frame.format.name in _PLANAR_YUV:
-        plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
-        step = max(1, round(frame.width / width))
-        return np.ascontiguousarray(luma[::step, ::step])
-    height = max(2, int(round(frame.height * width / frame.width / 2)) * 2)
-    return frame.reformat(width=width, height=height, format="gray").to_ndarray()
-
-
-_PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
+    """A small grey copy of the frame, about `width` pixels wide, each pixel the mean of the
+    area it covers (swscale's area filter: 0.7 ms for a 1080p frame). Point sampling would
+    skip thin strokes of large frames and keep the full compression noise."""
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    return frame.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
 
 
 class SlideChangeDetector:
@@ -86,30 +95,78 @@ class SlideChangeDetector:
         self.o = options or SceneOptions()
         self._prev: np.ndarray | None = None
         self._ref: np.ndarray | None = None  # the last saved picture
-        self._last_change: np.ndarray | None = None  # per cell: global time it last changed
-        self._recent: deque[np.ndarray] = deque(maxlen=self.o.video_window)  # per-sample changed cells
-        self._rate: np.ndarray | None = None  # per cell: long-term share of samples it changed in
         self._prev_t = 0.0
         self._prev_fraction = 0.0
         self._pending_cut: tuple[float, float] | None = None  # (t, fraction) of a cut out of motion
         self._last_detection = float("-inf")
+        self._static: deque[float] = deque(maxlen=self.o.noise_window)  # noise of recent static pairs
+
+    def _start(self, t: float, image: np.ndarray) -> None:
+        shape = self._grid(image)
+        self._prev, self._ref = image, image.copy()
+        never = np.full(shape, -1e9)
+        self._last_move = np.full(shape, t)  # per cell: when it last moved
+        self._onset = np.full(shape, t)  # when its current movement began (middle of that sample interval)
+        self._end = np.full(shape, t)  # when it last moved (middle of that sample interval)
+        self._dir = np.zeros(shape, np.int8)  # the sign of its last movement
+        self._last_rev = never.copy()  # when it last went back the way it came
+        self._trail = never.copy()  # when it last did so for the first time in a while (a pointer passing)
+        self._live_until = never.copy()
+        self._rate = np.zeros(shape)  # long-term share of samples it moved in
+        self._reversals = np.zeros(shape)  # reversals lately (decaying over `live_hold_s`)
+        self._last_detection = self._prev_t = t
+
+    def _measure_noise(self, image: np.ndarray, size: np.ndarray, t: float) -> None:
+        """The noise of a static pair: the largest move of a cell that stays small beside the
+        cell's own contrast (re-quantised detail). A pointer or new text moves a cell by about
+        its whole contrast, so neither is taken for noise."""
+        detail = np.maximum(self._detail(image), self._detail(self._prev))
+        noise = (size <= self.o.noise_share * detail) & (self._live_until < t)
+        self._static.append(float(size[noise].max()) if noise.any() else 0.0)
+
+    def _detail(self, image: np.ndarray) -> np.ndarray:
+        rows, cols = self._grid(image)
+        cells = image.reshape(rows, self.o.block, cols, self.o.block)
+        return cells.max(axis=(1, 3)) - cells.min(axis=(1, 3))
+
+    @property
+    def threshold(self) -> float:
+        """Grey levels a cell must move by to count: a multiple of the measured noise floor."""
+        o = self.o
+        noise = float(np.quantile(self._static, o.noise_quantile)) if self._static else 0.0
+        return max(o.min_level, o.noise_factor * noise)
 
     def process(self, t: float, image: np.ndarray) -> Detection | None:
-        image = self._crop(image)
+        image = self._crop(image).astype(np.int16)
         if self._prev is None:
-            self._prev, self._ref = image, image.copy()
-            self._last_change = np.full(self._grid(image), t)
-            self._rate = np.zeros(self._grid(image))
-            self._last_detection = self._prev_t = t
+            self._start(t, image)
             return Detection(t, 1.0, "start")
         o = self.o
-        changed = self._changed_cells(image, self._prev)
+        thr = self.threshold
+        size, sign = self._cell_diff(image, self._prev)
+        moved = size > thr / 2
+        changed = size > thr
         fraction = float(changed.mean())
         calm_before = self._prev_fraction < o.cut_fraction / 2
-        self._recent.append(changed)
-        self._last_change[changed] = t
+        if fraction < o.static_share:  # a static pair: it measures the noise floor
+            self._measure_noise(image, size, t)
+            thr = self.threshold
+            moved, changed = size > thr / 2, size > thr
+
+        # Per cell: movement episodes (for dating), reversals (live video, pointer trails).
+        mid = (self._prev_t + t) / 2
+        back = moved & (sign != self._dir) & (self._dir != 0) & (t - self._last_move <= o.reversal_s)
+        self._trail[back & (t - self._last_rev > o.periodic_s)] = t
+        self._last_rev[back] = t
+        self._live_until[back] = t + o.live_hold_s
+        fresh = moved & (self._prev_t - self._last_move >= o.settle_s)
+        self._onset[fresh] = mid
+        self._end[moved] = mid
+        self._last_move[moved] = t
+        self._dir[moved] = sign[moved]
         decay = math.exp(-max(t - self._prev_t, 1e-3) / o.video_tau_s)
-        self._rate = self._rate * decay + changed * (1 - decay)
+        self._rate = self._rate * decay + moved * (1 - decay)
+        self._reversals = self._reversals * math.exp(-max(t - self._prev_t, 1e-3) / o.live_hold_s) + back
         self._prev_t = t
         self._prev, self._prev_fraction = image, fraction
 
@@ -127,24 +184,45 @@ class SlideChangeDetector:
             self._pending_cut = None
         if cut is not None:
             self._ref = image.copy()
+            self._rate[:] = 0  # a new picture: what moved in the old one says nothing about it
             return self._report(*cut)
 
-        # A slide change: enough cells settle on content that differs from the saved picture.
-        video = (np.sum(self._recent, axis=0) >= o.video_changes) | (self._rate >= o.video_rate)
-        settled = (t - self._last_change >= o.settle_s) & ~video
-        differs = self._changed_cells(image, self._ref) & settled
+        # A slide change: cells settle on content that differs from the saved picture.
+        video = (self._rate >= o.video_rate) | (self._reversals >= 1 + math.exp(-1))
+        live = _grow(self._live_until >= t, 1) | video_regions(video, o.video_margin)
+        settled = (t - self._last_move >= o.settle_s) & ~live
+        differs = (self._cell_diff(image, self._ref)[0] > thr) & settled
         if not differs.any():
             return None
-        # New content comes in clusters (a text line, a picture); a resting pointer or the
-        # edge of a moving webcam box leaves small scattered ones.
-        significant = clusters_at_least(differs, o.min_cluster)
-        count = int(significant.sum())
-        if count >= o.min_blocks:
-            self._ref = image.copy()
-            return self._report(float(np.median(self._last_change[significant])), count / differs.size)
-        # Small changes are accepted silently once they have rested.
-        self._copy_cells(self._ref, image, differs & (t - self._last_change >= o.absorb_s))
-        return None
+        new = np.zeros_like(differs)
+        for group in components(differs):
+            rows, cols = group
+            if len(rows) < o.min_cells:
+                old = t - self._last_move[rows, cols] >= o.absorb_s
+                self._copy_cells(self._ref, image, (rows[old], cols[old]))
+            elif self._pointer_trail(group):
+                self._copy_cells(self._ref, image, group)
+            else:
+                new[rows, cols] = True
+        if not new.any():
+            return None
+        self._ref = image.copy()
+        when = float(np.median((self._onset[new] + self._end[new]) / 2))
+        return self._report(when, float(new.mean()))
+
+    def _pointer_trail(self, group: tuple[np.ndarray, np.ndarray]) -> bool:
+        """True when cells near a small settled change went and came back once, at about the
+        time it moved: a pointer arriving at (or leaving) the place."""
+        rows, cols = group
+        o = self.o
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        reach = max(o.trail_reach, h, w)
+        r0, r1 = max(0, rows.min() - reach), rows.max() + reach + 1
+        c0, c1 = max(0, cols.min() - reach), cols.max() + reach + 1
+        when = float(np.median(self._onset[rows, cols]))
+        near = np.abs(self._trail[r0:r1, c0:c1] - when) <= o.trail_s
+        near[rows - r0, cols - c0] = False
+        return int(near.sum()) * 2 >= len(rows)
 
     def _report(self, t: float, score: float) -> Detection | None:
         if t - self._last_detection < self.o.min_scene_s:
@@ -161,23 +239,51 @@ class SlideChangeDetector:
     def _grid(self, image: np.ndarray) -> tuple[int, int]:
         return image.shape[0] // self.o.block, image.shape[1] // self.o.block
 
-    def _changed_cells(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _cell_diff(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell: the largest pixel difference, and the sign of the cell's mean difference."""
         rows, cols = self._grid(a)
-        moved = np.abs(a.astype(np.int16) - b.astype(np.int16)) > self.o.pixel_noise
-        share = moved.reshape(rows, self.o.block, cols, self.o.block).mean(axis=(1, 3))
-        return share >= self.o.block_changed
+        d = (a - b).reshape(rows, self.o.block, cols, self.o.block)
+        return np.abs(d).max(axis=(1, 3)), np.sign(d.sum(axis=(1, 3))).astype(np.int8)
 
-    def _copy_cells(self, dst: np.ndarray, src: np.ndarray, cells: np.ndarray) -> None:
-        if cells.any():
-            mask = np.repeat(np.repeat(cells, self.o.block, axis=0), self.o.block, axis=1)
-            dst[mask] = src[mask]
+    def _copy_cells(self, dst: np.ndarray, src: np.ndarray, cells: tuple[np.ndarray, np.ndarray]) -> None:
+        b = self.o.block
+        for r, c in zip(*cells):
+            dst[r * b:(r + 1) * b, c * b:(c + 1) * b] = src[r * b:(r + 1) * b, c * b:(c + 1) * b]
 
 
-def clusters_at_least(cells: np.ndarray, size: int) -> np.ndarray:
-    """The cells that belong to 8-connected groups of at least `size` cells."""
-    rows, cols = cells.shape
+def video_regions(video: np.ndarray, tile: int) -> np.ndarray:
+    """The bounding boxes of groups of video cells, in tiles of `tile` cells, one tile wider:
+    a webcam box or a video in a slide is one region, its still parts (bars, a wall) and its
+    moving edges included. Grouped on the tile grid, so it stays cheap."""
+    rows, cols = video.shape
+    r, c = -(-rows // tile), -(-cols // tile)
+    padded = np.zeros((r * tile, c * tile), bool)
+    padded[:rows, :cols] = video
+    tiles = padded.reshape(r, tile, c, tile).any(axis=(1, 3))
+    region = np.zeros((r, c), bool)
+    for rr, cc in components(tiles):
+        region[max(0, rr.min() - 1):rr.max() + 2, max(0, cc.min() - 1):cc.max() + 2] = True
+    return np.repeat(np.repeat(region, tile, axis=0), tile, axis=1)[:rows, :cols]
+
+
+def _grow(cells: np.ndarray, reach: int) -> np.ndarray:
+    """The cells and every cell within `reach` cells of them (a square neighbourhood)."""
+    out = cells.copy()
+    for _ in range(reach):
+        rows = out.copy()
+        rows[1:] |= out[:-1]
+        rows[:-1] |= out[1:]
+        out = rows.copy()
+        out[:, 1:] |= rows[:, :-1]
+        out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def components(cells: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 8-connected groups of true cells, each as (rows, cols) index arrays."""
+    n_rows, n_cols = cells.shape
     seen = np.zeros_like(cells)
-    keep = np.zeros_like(cells)
+    groups = []
     for r0, c0 in zip(*np.nonzero(cells)):
         if seen[r0, c0]:
             continue
@@ -186,22 +292,19 @@ def clusters_at_least(cells: np.ndarray, size: int) -> np.ndarray:
         while stack:
             r, c = stack.pop()
             group.append((r, c))
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    rr, cc = r + dr, c + dc
-                    if 0 <= rr < rows and 0 <= cc < cols and cells[rr, cc] and not seen[rr, cc]:
+            for rr in range(max(0, r - 1), min(n_rows, r + 2)):
+                for cc in range(max(0, c - 1), min(n_cols, c + 2)):
+                    if cells[rr, cc] and not seen[rr, cc]:
                         seen[rr, cc] = True
                         stack.append((rr, cc))
-        if len(group) >= size:
-            for r, c in group:
-                keep[r, c] = True
-    return keep
-
+        rows, cols = zip(*group)
+        groups.append((np.array(rows), np.array(cols)))
+    return groups
 
 def encode_jpeg(frame: av.VideoFrame, width: int | None = None) -> bytes:
     """JPEG bytes of a frame, scaled to `width` if given (PyAV's mjpeg encoder)."""
     w = width or frame.width
-    h = max(2, int(round(frame.height * w / frame.width / 2)) * 2)
+    h = max(2, round(frame.height * w / frame.width / 2) * 2)
     image = frame.reformat(width=w, height=h, format="yuvj420p")
     ctx = av.CodecContext.create("mjpeg", "w")
     ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuvj420p"
