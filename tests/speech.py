@@ -97,8 +97,8 @@ def make_speech_video(path: Path, offsets: list[float], seconds: float) -> list[
 def transcript_words(session_dir: Path) -> list[tuple[str, float, float]]:
     from cht.transcribe.store import read_lines
 
-    return [(norm(w["word"]), w["start"], w["end"])
-            for line in read_lines(session_dir / "transcript.jsonl") for w in line.words if norm(w["word"])]
+    return [(norm(w.word), w.start, w.end)
+            for line in read_lines(session_dir / "transcript.jsonl") for w in line.words if norm(w.word)]
 
 
 def match(truth, heard, tolerance: float = 0.5) -> dict[int, list[int]]:
@@ -107,3 +107,26 @@ def match(truth, heard, tolerance: float = 0.5) -> dict[int, list[int]]:
     return {i: [j for j, (h, hs, he) in enumerate(heard)
                 if same_word(w, h) and abs(hs - ts) <= tolerance and abs(he - te) <= tolerance]
             for i, (w, ts, te) in enumerate(truth)}
+
+
+@lru_cache(maxsize=1)
+def engine():
+    """One speech engine for every test of a pytest process, as one `cht` process has."""
+    from cht.transcribe.engine import SpeechEngine
+    from cht.transcribe.model import SpeechModel
+
+    return SpeechEngine(SpeechModel(model_dir()))
+
+
+def live_recording(session, source_spec: str, bus, cache_dir: Path, *, speech=None, language: str | None = "en",
+                   stages: tuple[str, ...] = ("scenes", "waveform", "transcript")):
+    """What `cht record` runs in its process: the recorder and a follower of its files."""
+    from cht.config import RecordOptions
+    from cht.record.sources import parse_source
+    from cht.recording import build_recording
+    from cht.stages import StageConfig
+    from cht.transcribe.worker import TranscribeOptions
+
+    config = StageConfig(engine=speech or engine(), transcribe=TranscribeOptions(language=language))
+    return build_recording(session, parse_source(source_spec), RecordOptions(), bus, cache_dir=cache_dir,
+                           stages=stages, config=config)

@@ -178,27 +178,3 @@ def test_a_corrupt_fragment_is_skipped_with_a_warning(tmp_path, caplog):
     assert "corrupt fragment was skipped" in caplog.text or "skipped a fragment" in caplog.text
     assert video and min(video) >= 100.0 and max(video) > 104.0  # decoding went on after it
     assert audio
-
-
-def test_offline_analysis_split_across_processes_finds_the_same_changes(cht: Cht, lecture_video, monkeypatch):
-    from cht import events as ev
-    from cht.analyze import parallel
-    from cht.analyze.pipeline import analyze_offline
-    from cht.session import Session
-
-    spec, path = lecture_video
-    assert cht.run("record", "--fast", "--no-analyze", "--session", "split", str(path)).returncode == 0
-    session = Session.open(cht.data_dir, "split")
-    segments = session.current_manifest().segments
-
-    monkeypatch.setattr(parallel, "MIN_SLICE_S", 1e9)  # one process
-    one = [(r.t, r.kind) for r in analyze_offline(session.root, segments, ev.EventBus())]
-    monkeypatch.setattr(parallel, "MIN_SLICE_S", 5.0)  # a slice per core
-    assert parallel.slices(session.root, segments, 2), "the split path is the one under test"
-    split = [(r.t, r.kind) for r in analyze_offline(session.root, segments, ev.EventBus())]
-
-    assert f1([t for t, k in split if k == "scene"], spec.changes)[2] >= 0.95
-    assert [k for _, k in split] == [k for _, k in one]
-    assert all(abs(a - b) <= 0.3 for (a, _), (b, _) in zip(one, split))
-    frames = sorted(p.name for p in (session.root / "frames").glob("*.jpg"))
-    assert len(frames) == 2 * len(split)

@@ -45,8 +45,8 @@ def ms(stamp: str) -> int:
 
 def word_times(cht: Cht, session: str) -> tuple[set[int], set[int]]:
     lines = read_lines(cht.session_dir(session) / "transcript.jsonl")
-    starts = {round(float(w["start"]) * 1000) for line in lines for w in line.words}
-    ends = {round(float(w["end"]) * 1000) for line in lines for w in line.words}
+    starts = {round(w.start * 1000) for line in lines for w in line.words}
+    ends = {round(w.end * 1000) for line in lines for w in line.words}
     return starts, ends
 
 

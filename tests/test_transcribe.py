@@ -20,11 +20,11 @@ from cht import events as ev
 from cht.analyze.reader import PcmChunk
 from cht.media.fmp4 import Fmp4Scan
 from cht.transcribe.chunker import RATE, ChunkPolicy
-from cht.transcribe.model import SpeechModel
+from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.store import TranscriptStore, covered
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from conftest import Cht, recorder_pid, wait_for
-from speech import beckett, beckett_words, make_speech_video, match, model_dir, transcript_words
+from speech import beckett, beckett_words, engine, live_recording, make_speech_video, match, transcript_words
 
 pytestmark = pytest.mark.slow
 
@@ -107,26 +107,32 @@ class SlowModel:
     """The real model, made slower than real time: the fault of a CPU that cannot keep up.
     It also records when each call ran, to prove no two ever overlap."""
 
-    def __init__(self, model: SpeechModel, extra_s: float) -> None:
+    def __init__(self, model, extra_s: float) -> None:
         self.model, self.extra_s = model, extra_s
         self.calls: list[tuple[float, float]] = []
 
     def transcribe(self, audio, **kwargs):
+        return self._timed(self.model.transcribe, audio, **kwargs)
+
+    def transcribe_batch(self, audios, **kwargs):
+        return self._timed(self.model.transcribe_batch, audios, **kwargs)
+
+    def _timed(self, method, *args, **kwargs):
         began = time.monotonic()
         try:
             time.sleep(self.extra_s)
-            return self.model.transcribe(audio, **kwargs)
+            return method(*args, **kwargs)
         finally:
             self.calls.append((began, time.monotonic()))
 
 
 def test_one_chunk_at_a_time_and_lag_reported_when_the_model_falls_behind(tmp_path):
-    model = SlowModel(SpeechModel(model_dir(), language="en"), extra_s=1.5)
+    model = SlowModel(engine().model, extra_s=1.5)
     bus = ev.EventBus()
     lags = []
     bus.subscribe(lambda e: lags.append(e) if isinstance(e, ev.TranscriptLag) else None)
-    options = TranscribeOptions(ChunkPolicy(min_s=1.0), max_queue_s=6.0)
-    transcriber = Transcriber(model, TranscriptStore(tmp_path), bus, options)
+    options = TranscribeOptions(ChunkPolicy(min_s=1.0), max_queue_s=6.0, language="en")
+    transcriber = Transcriber(SpeechEngine(model), TranscriptStore(tmp_path), bus, options)
     transcriber.start()
     pcm = np.concatenate([beckett(), np.zeros(RATE, np.int16)] * 3)
     blocked = []
@@ -200,19 +206,17 @@ def test_a_bad_model_or_language_is_one_line_and_records_nothing(cht: Cht, tmp_p
 
 
 def test_a_second_stop_request_leaves_the_rest_for_cht_transcribe(tmp_path):
-    from cht.config import RecordOptions
-    from cht.lifecycle import Lifecycle
-    from cht.record.sources import parse_source
+    from cht.offline import transcribe_session
     from cht.session import Session
-    from cht.transcribe.offline import pending, transcribe_session
+    from cht.transcribe.offline import pending
 
     src = tmp_path / "two.mp4"
     truth = make_speech_video(src, [0.5, 11.0], 21.0)
     session = Session.create(tmp_path / "data", "hurry")
     bus = ev.EventBus()
-    slow = SlowModel(SpeechModel(model_dir(), language="en"), extra_s=4.0)  # far behind real time
-    life = Lifecycle(session, parse_source(str(src)), RecordOptions(), bus, cache_dir=tmp_path / "cache",
-                     speech=slow)
+    slow = SlowModel(engine().model, extra_s=4.0)  # far behind real time
+    life = live_recording(session, str(src), bus, tmp_path / "cache", speech=SpeechEngine(slow),
+                          stages=("transcript",))
     draining = threading.Event()
     bus.subscribe(lambda e: isinstance(e, ev.TranscriptLag) and e.draining and draining.set())
     life.start()
@@ -226,7 +230,7 @@ def test_a_second_stop_request_leaves_the_rest_for_cht_transcribe(tmp_path):
     assert left, "a hurried stop leaves audio untranscribed"
     index = json.loads((session.root / "transcript" / "index.json").read_text())
     assert not index["complete"] and index["pending"]
-    assert transcribe_session(session.root, manifest, SpeechModel(model_dir(), language="en")) == []
+    assert transcribe_session(session.root, manifest, engine(), language="en") == []
     heard = transcript_words(session.root)
     found = match(truth, heard)
     assert sum(bool(v) for v in found.values()) >= len(truth) - 2 and all(len(v) <= 1 for v in found.values())

@@ -13,17 +13,13 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from cht import events as ev
-from cht.config import RecordOptions
 from cht.index.live import follow
 from cht.index.search import SearchIndex
-from cht.lifecycle import Lifecycle
-from cht.record.sources import parse_source
 from cht.session import Session
-from cht.transcribe.model import SpeechModel
 from cht.web.app import LiveSession, UiState
 from cht.web.server import WebServer
 from conftest import Cht, make_media, wait_for
-from speech import make_speech_video, model_dir
+from speech import live_recording, make_speech_video
 
 pytestmark = pytest.mark.slow
 
@@ -62,10 +58,9 @@ def test_live_page_grows_seeks_across_segments_and_catches_up_after_a_server_res
     published: list[ev.Event] = []
     bus.subscribe(published.append)
     index = SearchIndex(data)
-    life = Lifecycle(session, parse_source(str(src)), RecordOptions(), bus, cache_dir=tmp_path / "cache",
-                     speech=SpeechModel(model_dir(), language="en"))
+    life = live_recording(session, str(src), bus, tmp_path / "cache")
     bus.subscribe(follow(index, "web", lambda: life.manifest.started_at, "talk.mp4"))
-    state = UiState(data, live={"web": LiveSession(bus, life.capture, lambda: life.manifest)})
+    state = UiState(data, live={"web": LiveSession(bus, life.capture, lambda: life.manifest, life.status)})
     web = WebServer(state, host="127.0.0.1", port=free_port(), fixed_port=True)
     life.start()
     web.start()
@@ -86,7 +81,7 @@ def test_live_page_grows_seeks_across_segments_and_catches_up_after_a_server_res
 
         # A forced recorder restart: the second phrase lands in a second segment.
         wait_for(lambda: life.manifest.duration >= 8.0, 20, what="8 s recorded")
-        os.kill(life.recorder_pid, signal.SIGKILL)
+        os.kill(life.lifecycle.recorder_pid, signal.SIGKILL)
         wait_for(lambda: len(life.manifest.segments) == 2, 10, what="the second segment")
 
         # The websocket server goes away mid-run and comes back: the page catches up, once.

@@ -6,8 +6,9 @@ consume them: video pictures (at the highest rate any stage wants) and 16 kHz PC
 offline and attached runs are this one loop with different ends: `start()`…`finish()` follows
 until told the recording stopped; `run_to_end()` reads finished files as fast as they decode.
 
-A stage that raises is logged, announced, and switched off for this session; the others and
-the recording go on. A fragment that does not decode is skipped by the reader with a warning.
+A stage that raises on a sample is logged and warned about, and that sample is skipped; one
+that keeps raising (`MAX_STAGE_ERRORS`) is switched off for this session. The others and the
+recording go on. A fragment that does not decode is skipped by the reader with a warning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cht.stages import Stage
 log = logging.getLogger("cht.follow")
 
 POLL_S = 0.5
+MAX_STAGE_ERRORS = 3  # a stage that failed this often is switched off for the session
 
 
 class Follower:
@@ -41,6 +43,7 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._step_lock = threading.Lock()
         self._done = False
+        self._errors: dict[str, int] = {}
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -147,7 +150,12 @@ class Follower:
         except Exception as exc:
             if self._strict:
                 raise
-            log.exception("the %s stage failed: switched off for this session", stage.name)
+            errors = self._errors[stage.name] = self._errors.get(stage.name, 0) + 1
+            if errors < MAX_STAGE_ERRORS:
+                log.exception("the %s stage failed on a sample (skipped)", stage.name)
+                self.bus.publish(ev.Warning(f"{stage.name}: a sample was skipped after an error: {exc}"))
+                return
+            log.exception("the %s stage failed %d times: switched off for this session", stage.name, errors)
             if stage in self.stages:
                 self.stages.remove(stage)
-            self.bus.publish(ev.Warning(f"{stage.name} stopped for this session after an error: {exc}"))
+            self.bus.publish(ev.Warning(f"{stage.name} is off for this session after {errors} errors: {exc}"))

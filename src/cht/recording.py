@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 
+from cht import events as ev
 from cht.control import ControlServer
 from cht.errors import SessionError
 from cht.follower import Follower
@@ -61,6 +62,9 @@ class Recording:
         self._asked = False
         self._finish_lock = threading.Lock()
         self._finished = threading.Event()
+        # The recorder may end by itself (end of source, disk full): the follower then finishes at once.
+        self.bus.subscribe(lambda e: isinstance(e, ev.SessionStopped) and threading.Thread(
+            target=self._finish, name="cht-follow-finish", daemon=True).start())
 
     @property
     def manifest(self) -> Manifest:
@@ -98,10 +102,7 @@ class Recording:
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the recording has ended and the follower has finished with it."""
-        if not self.lifecycle.wait(timeout):
-            return False
-        self._finish()
-        return True
+        return self._finished.wait(timeout)
 
     def reconnect(self, feed) -> None:
         self.lifecycle.reconnect(feed)

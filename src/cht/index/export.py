@@ -82,7 +82,7 @@ def document(session: Session, manifest: Manifest, lines: list[TranscriptLine]) 
         "frames": [asdict(f) for f in read_frames(session.root)],
         "waveform": {str(spp): name for spp, name in WAVEFORM_LEVELS.items() if (session.root / name).exists()},
         "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
-                        "language": line.language, "words": line.words} for line in lines],
+                        "language": line.language, "words": [asdict(w) for w in line.words]} for line in lines],
     }
 
 

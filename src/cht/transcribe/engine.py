@@ -7,7 +7,8 @@ talkative room never starves a quiet one and, when the machine is overloaded, ev
 lags evenly; nothing is dropped, the queues (bounded in seconds of audio) hold the
 producers back instead. CTranslate2 decodes a batch of windows in one call for less than
 the sum of its parts (bench/rooms.py). Drafts of the phrases still being spoken are
-decoded only while no final chunk waits, oldest request first.
+decoded only while no final chunk waits, oldest request first. A batch holds windows of one
+size only (`model.window_s`), so a chunk's words do not depend on its batch-mates.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cht.transcribe.model import Decoded, SpeechModel
+from cht.transcribe.model import Decoded, SpeechModel, window_s
 
 if TYPE_CHECKING:
     from cht.transcribe.chunker import Chunk
@@ -137,7 +138,9 @@ class SpeechEngine:
             return client.language == batch.language and client.beam_size == batch.beam_size
         if batch.language is None:  # the language is being detected: a window on its own
             return False
+        first = next(c for _, c in batch.items if c.speech)
         return (client.language == batch.language and client.beam_size == batch.beam_size
+                and window_s(chunk.seconds) == window_s(first.seconds)
                 and speech < self.max_batch and batch.audio_s + chunk.seconds <= MAX_BATCH_AUDIO_S)
 
     @staticmethod

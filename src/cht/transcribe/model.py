@@ -34,6 +34,7 @@ SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 REQUIRED = ("model.bin", "config.json", "tokenizer.json")
 MIN_WINDOW_S = 10.0  # seconds the encoder sees at least (a chunk plus silence)
 ENCODE_PAD_S = 2.0  # ... and at least this much silence after a chunk's last sample
+WINDOWS_S = (10.0, 15.0, 20.0, 30.0)  # the window sizes the encoder is given
 FULL_WINDOW_FRAMES = 3000  # Whisper's own 30 s window, in mel frames (100 a second)
 TOKENS_PER_S = 8  # more text tokens than this per second of audio is a decoding loop
 MAX_WORDS_PER_S = 6.0  # ... as is more words than this
@@ -213,9 +214,17 @@ class SpeechModel:
                        1.0 if language else float(info.language_probability))
 
 
+def window_s(seconds: float) -> float:
+    """The encoder window for `seconds` of audio: the smallest of `WINDOWS_S` that holds it
+    and `ENCODE_PAD_S` of silence. Fixed sizes let the engine batch only windows of one size,
+    so a chunk decodes the same whether it shares a batch or not."""
+    need = max(MIN_WINDOW_S, seconds + ENCODE_PAD_S)
+    return next((w for w in WINDOWS_S if w >= need), WINDOWS_S[-1])
+
+
 def _window_frames(seconds: float) -> int:
     """Mel frames the encoder sees for `seconds` of audio (see `SpeechModel`)."""
-    return min(FULL_WINDOW_FRAMES, 2 * math.ceil(max(MIN_WINDOW_S, seconds + ENCODE_PAD_S) * 50))
+    return min(FULL_WINDOW_FRAMES, round(window_s(seconds) * 100))
 
 
 def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:

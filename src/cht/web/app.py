@@ -36,6 +36,7 @@ class LiveSession:
     bus: ev.EventBus
     capture: Callable[[], dict] | None = None
     manifest: Callable[[], Manifest] | None = None  # the live one: fresher than manifest.json
+    status: Callable[[], dict] | None = None  # the recording's status (transcript lag among it)
 
 
 @dataclass
@@ -79,10 +80,11 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             if live is not None and live.manifest is not None:
                 manifest = live.manifest()
             frames = read_frames(sess.root)
+            lag = (live.status() if live is not None and live.status is not None else {}).get("transcript_lag")
             rows.append({
                 "id": sess.id, "source": manifest.source, "state": manifest.state,
                 "started_at": manifest.started_at, "duration": manifest.duration,
-                "live": sess.id in state.live, "words": _word_count(sess.root),
+                "live": sess.id in state.live, "words": _word_count(sess.root), "transcript_lag": lag,
                 "thumb": f"/media/{sess.id}/frames/{Path(frames[0].thumb).name}" if frames else None,
             })
         return rows
