@@ -349,8 +349,6 @@ def ingest(
     options = IngestOptions(grace_s=_parsed(parse_duration, grace))
     record_options = RecordOptions(max_segment_s=_parsed(parse_duration, max_segment),
                                    min_free_bytes=_parsed(parse_size, min_free))
-    stages, config = _stage_config(analyze=not no_analyze, transcribe=not no_transcribe, model=model,
-                                   language=language, min_scene=min_scene)
     relay = None if no_relay else Relay(relay_host, relay_port, token)
     web = state = None
     if not no_ui:
@@ -360,11 +358,19 @@ def ingest(
         state = UiState(State.data_dir)
         web = WebServer(state, host=host, port=port, token=token)
     service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay,
-                            stages=stages, stage_config=config, live=state.live if state is not None else None)
+                            live=state.live if state is not None else None)
+    service.claim()  # another service on this data dir: refused before the model is loaded
+    try:
+        _log_to(err, State.data_dir / LOG)
+        stages, config = _stage_config(analyze=not no_analyze, transcribe=not no_transcribe, model=model,
+                                       language=language, min_scene=min_scene)
+    except BaseException:
+        service.release()
+        raise
+    service.analyse(stages, config)
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    _log_to(err, State.data_dir / LOG)
     service.start()
     for endpoint in endpoints:
         err.print(f"listening on {endpoint.label}")

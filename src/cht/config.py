@@ -150,6 +150,7 @@ class SceneOptions:
     periodic_s: float = 3.0  # seconds: a reversal with none before it this long is a pointer's trail
     trail_s: float = 0.75  # seconds: a trail this close in time to a small change marks it as the pointer
     trail_reach: int = 4  # cells: how far around a small change a trail is looked for (at least)
+    pointer_cells: int = 6  # cells: the largest a pointer can be (6 rows = 6.7 % of the height, 72 px at 1080p)
     video_rate: float = 0.25  # share of samples a cell moved in, lately, that marks a video region
     video_tau_s: float = 8.0  # seconds: the memory of that share (a webcam is marked within 2.3 s)
     video_margin: int = 4  # cells: video regions are boxes on a grid of this many cells, one tile wider

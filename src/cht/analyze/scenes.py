@@ -188,7 +188,10 @@ class SlideChangeDetector:
             return self._report(*cut)
 
         # A slide change: cells settle on content that differs from the saved picture.
-        video = (self._rate >= o.video_rate) | (self._reversals >= 1 + math.exp(-1))
+        # Video: cells that keep moving (still moving lately: a video that stopped is a picture
+        # again) or went back and forth twice lately.
+        video = ((self._rate >= o.video_rate) & (t - self._last_move <= o.live_hold_s)) | \
+            (self._reversals >= 1 + math.exp(-1))
         live = _grow(self._live_until >= t, 1) | video_regions(video, o.video_margin)
         settled = (t - self._last_move >= o.settle_s) & ~live
         differs = (self._cell_diff(image, self._ref)[0] > thr) & settled
@@ -211,11 +214,13 @@ class SlideChangeDetector:
         return self._report(when, float(new.mean()))
 
     def _pointer_trail(self, group: tuple[np.ndarray, np.ndarray]) -> bool:
-        """True when cells near a small settled change went and came back once, at about the
-        time it moved: a pointer arriving at (or leaving) the place."""
+        """True when cells near a pointer-sized settled change went and came back once, at
+        about the time it moved: a pointer arriving at (or leaving) the place."""
         rows, cols = group
         o = self.o
         h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        if max(h, w) > o.pointer_cells:
+            return False
         reach = max(o.trail_reach, h, w)
         r0, r1 = max(0, rows.min() - reach), rows.max() + reach + 1
         c0, c1 = max(0, cols.min() - reach), cols.max() + reach + 1

@@ -55,6 +55,7 @@ class Channel:
         self._left_at: float | None = None  # monotonic s the last client left
         self._bytes_before = 0  # pushed by earlier clients of this session
         self._lock = threading.Lock()
+        self._closers: list[threading.Thread] = []  # sessions finishing their transcripts
         # Recorders are started from this one long-lived thread: a child gets its death
         # signal when the *thread* that started it ends (PR_SET_PDEATHSIG).
         self._starts: queue.Queue = queue.Queue()
@@ -147,13 +148,18 @@ class Channel:
             return
         recording = self._detach()
         if recording is not None:
-            threading.Thread(target=self._finish, args=(recording, reason), name="cht-ingest-close",
-                             daemon=True).start()
+            closer = threading.Thread(target=self._finish, args=(recording, reason), name="cht-ingest-close",
+                                      daemon=True)
+            self._closers = [c for c in self._closers if c.is_alive()] + [closer]
+            closer.start()
 
     def close(self, reason: str) -> None:
+        """End the session now (the service stops), and wait for the ones already ending."""
         recording = self._detach()
         if recording is not None:
             self._finish(recording, reason)
+        for closer in self._closers:
+            closer.join()
 
     def _detach(self) -> Recording | None:
         """The channel lets go of its session: the next client opens a new one."""

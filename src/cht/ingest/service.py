@@ -64,15 +64,28 @@ class IngestService:
 
     # -- start / stop --
 
-    def start(self) -> None:
-        """Take the data dir, clean what a dead service left, then listen; a SourceError
-        (port busy) or SessionError (another service) leaves nothing behind."""
+    def claim(self) -> None:
+        """Take the data dir (SessionError if another service has it) before anything costly,
+        such as loading the speech model, is done."""
+        if self._lock_fd is not None:
+            return
         try:
             Session.sessions_dir(self.data_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SessionError(f"data dir {self.data_dir} is not usable ({exc.strerror}): "
                                "choose another with --data-dir") from None
         self._take_lock()
+
+    def analyse(self, stages: tuple[str, ...], config: StageConfig) -> None:
+        """Every room from now on is analysed by these stages (the engine is shared)."""
+        self.stage_config = config
+        for channel in self.channels:
+            channel.stages, channel.stage_config = stages, config
+
+    def start(self) -> None:
+        """Take the data dir, clean what a dead service left, then listen; a SourceError
+        (port busy) or SessionError (another service) leaves nothing behind."""
+        self.claim()
         try:
             self._clean_stale()
             for listener in self._listeners:
@@ -92,6 +105,10 @@ class IngestService:
             listener.start()
         threading.Thread(target=self._housekeeping, name="cht-ingest-tick", daemon=True).start()
         log.info("ingest service pid %d on %s", os.getpid(), ", ".join(c.endpoint.label for c in self.channels))
+
+    def release(self) -> None:
+        """Give the data dir back without having started (start-up failed after `claim`)."""
+        self._release_lock()
 
     def stop(self) -> None:
         """Stop listening, finish every recording (each writes its final manifest), clean up."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 import shutil
 from dataclasses import dataclass
