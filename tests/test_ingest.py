@@ -1,5 +1,6 @@
 """`cht ingest` with real clients: ffmpeg pushing RTMP, SRT and MPEG-TS over TCP to the
-real service, `cht record --attach` analysing and transcribing what it records, and the
+real service, which analyses and transcribes what it records (or, with --no-analyze,
+`cht record --attach` in another process does), and the
 faults the issue names: reconnects, a kill -9 of the service, garbage and half-open
 connections, a wrong stream key, a relay viewer that stops reading."""
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import av
 import pytest
 
-from cht.ingest.attach import service_answers
+from cht.watch import service_answers
 from cht.media.ffmpeg import ffmpeg_exe
 from conftest import Cht, decode_fully, make_media, wait_for
 from speech import make_speech_video, match, transcript_words
@@ -37,7 +38,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 class Ingest:
     """A real `cht ingest` process and the URLs its clients push to."""
 
-    def __init__(self, cht: Cht, *protocols: str, grace: str = "3s", relay: bool = False) -> None:
+    def __init__(self, cht: Cht, *protocols: str, grace: str = "3s", relay: bool = False,
+                 analyze: bool = False) -> None:
         self.cht = cht
         self.urls: dict[str, str] = {}
         listen = []
@@ -54,8 +56,10 @@ class Ingest:
                 port = free_port()
                 listen.append(f"tcp://127.0.0.1:{port}")
                 self.urls["tcp"] = f"tcp://127.0.0.1:{port}"
+        self.listen = listen
         args = ["ingest", "--grace", grace, *[a for url in listen for a in ("--listen", url)]]
         args += ["--relay-port", "0"] if relay else ["--no-relay"]
+        args += ["--no-ui", "--language", "en"] if analyze else ["--no-ui", "--no-analyze"]
         self.proc = cht.start(*args)
         wait_for(lambda: self.status() or self.proc.poll() is not None, 20, what="the ingest service")
         assert self.proc.poll() is None, self.proc.communicate()[1]
@@ -85,22 +89,28 @@ def talk(tmp_path_factory):
     return path, truth
 
 
-@pytest.mark.parametrize("protocol", ["rtmp", "srt", "tcp"])
-def test_pushed_stream_is_recorded_and_attach_analyses_it(cht: Cht, talk, protocol):
+@pytest.mark.parametrize("protocol, attached", [("rtmp", False), ("srt", False), ("tcp", True)])
+def test_pushed_stream_is_recorded_and_analysed(cht: Cht, talk, protocol, attached):
+    """The service analyses what it records; with --no-analyze `cht record --attach` does."""
     src, truth = talk
-    ingest = Ingest(cht, protocol)
-    attach = cht.start("record", "--attach", "--no-ui", "--language", "en", "--timeout", "60")
+    ingest = Ingest(cht, protocol, analyze=not attached)
+    attach = cht.start("record", "--attach", "--no-ui", "--language", "en", "--timeout", "60") if attached else None
     try:
         push(src, ingest.urls[protocol], 20)
-        out, err = attach.communicate(timeout=120)  # it ends when the service closes the session
-        assert attach.returncode == 0, err
+        if attach is not None:
+            out, err = attach.communicate(timeout=120)  # it ends when the service closes the session
+            assert attach.returncode == 0, err
+        else:
+            wait_for(lambda: cht.sessions() and cht.manifest(cht.sessions()[0])["state"] == "stopped", 60,
+                     what="the grace period to end the session")
     finally:
-        if attach.poll() is None:
+        if attach is not None and attach.poll() is None:
             attach.kill()
         code, ingest_err = ingest.stop()
     assert code == 0, ingest_err
     (session_id,) = cht.sessions()
-    assert session_id in out
+    if attach is not None:
+        assert session_id in out
     manifest = cht.manifest(session_id)
     assert manifest["state"] == "stopped" and manifest["reason"] == "no client for 3 s"
     assert len(manifest["segments"]) == 1 and manifest["duration"] == pytest.approx(20.0, abs=1.0)
