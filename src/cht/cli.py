@@ -443,22 +443,50 @@ def _log_to(console: Console, path: Path) -> None:
     root.addHandler(RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False))
 
 
-@app.command(help="List the sessions in the data dir.")
+@app.command(help="List the sessions in the data dir (live ones with their transcript lag).")
 def sessions() -> None:
     rows = list_sessions(State.data_dir)
     if not rows:
         out.print(f"no sessions in {State.data_dir}")
         return
-    table = Table("id", "started", "duration", "segments", "state", "source")
-    for column in table.columns[:5]:
+    lags = _live_lags(State.data_dir, [s for s, _ in rows if s.is_recording()])
+    table = Table("id", "started", "duration", "segments", "state", "lag", "source")
+    for column in (*table.columns[:4], table.columns[5]):
         column.no_wrap = True
+    table.columns[0].min_width = max(len(s.id) for s, _ in rows)
     for session, manifest in rows:
         if manifest is None:
-            table.add_row(session.id, "?", "?", "?", "no manifest (cht rebuild)", "")
+            table.add_row(session.id, "?", "?", "?", "no manifest (cht rebuild)", "", "")
             continue
+        lag = lags.get(session.id)
         table.add_row(session.id, manifest.started_at.replace("T", " ")[:19], fmt_time(manifest.duration),
-                      str(len(manifest.segments)), manifest.state, manifest.source)
+                      str(len(manifest.segments)), manifest.state, "" if lag is None else f"{lag:.0f} s",
+                      manifest.source)
     out.print(table)
+
+
+def _live_lags(data_dir: Path, live: list[Session]) -> dict[str, float]:
+    """Transcript lag of each live session: from the ingest service for its rooms, else
+    from the recording's own control socket (a silent one is left blank)."""
+    from cht.watch import service_answers
+
+    lags: dict[str, float] = {}
+    if not live:
+        return lags
+    status = service_answers(data_dir, timeout=1.0) or {}
+    for channel in status.get("channels", []):
+        if channel.get("session") and channel.get("transcript_lag") is not None:
+            lags[channel["session"]] = channel["transcript_lag"]
+    for session in live:
+        if session.id in lags:
+            continue
+        try:
+            lag = control_request(session.control_path, "status", timeout=1.0).get("transcript_lag")
+        except SessionError:
+            continue
+        if lag is not None:
+            lags[session.id] = lag
+    return lags
 
 
 @app.command(help="Show one session: source, state, segments and gaps on the global clock.")
@@ -475,7 +503,8 @@ def info(session_id: str = typer.Argument(..., metavar="ID")) -> None:
                       fmt_bytes(seg.bytes), seg.started_at[11:23])
     out.print(table)
     for gap in manifest.gaps:
-        out.print(f"gap {gap.start:.3f} – {gap.end:.3f} s ({gap.end - gap.start:.3f} s not recorded)")
+        out.print(f"gap {gap.start:.3f} – {gap.end:.3f} s ({gap.end - gap.start:.3f} s not recorded)"
+                  + (f": {gap.reason}" if gap.reason else ""))
 
 
 @app.command(help="Re-derive a session's manifest.json from its segment files.")

@@ -43,6 +43,7 @@ from cht.session import (
     Manifest,
     Session,
     SegmentFacts,
+    SessionState,
     close_segment,
     derive,
     epoch,
@@ -443,7 +444,7 @@ class Lifecycle:
         self.bus.publish(ev.ManifestUpdated(len(self.manifest.segments), self.manifest.duration,
                                             self.manifest.state))
 
-    def _shutdown(self, state: str, reason: str) -> None:
+    def _shutdown(self, state: SessionState, reason: str) -> None:
         with self._lock:
             if self._finished.is_set():
                 return

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import av
 from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
@@ -47,6 +47,9 @@ META_GLOBAL_START = "cht_global_start"  # clocked sources (files): where the run
 META_ORIGIN = "cht_origin"  # live sources: epoch s of global time 0 (absent on a session's first run)
 META_STARTED_AT = "cht_started_at"  # epoch s the run was started: the fallback wall clock
 META_SOURCE = "cht_source"
+
+
+SessionState = Literal["recording", "stopped", "crashed"]
 
 
 def iso(epoch: float) -> str:
@@ -138,7 +141,7 @@ class Gap:
 class Manifest:
     id: str
     source: str
-    state: str  # recording | stopped | crashed
+    state: SessionState
     reason: str = ""
     started_at: str = ""
     segments: list[Segment] = field(default_factory=list)

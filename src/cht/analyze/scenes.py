@@ -114,15 +114,19 @@ class SlideChangeDetector:
         self._live_until = never.copy()
         self._rate = np.zeros(shape)  # long-term share of samples it moved in
         self._reversals = np.zeros(shape)  # reversals lately (decaying over `live_hold_s`)
+        self._live = np.zeros(shape, bool)  # live video, cursors, pointer paths as of the last sample
         self._last_detection = self._prev_t = t
 
     def _measure_noise(self, image: np.ndarray, size: np.ndarray, t: float) -> None:
-        """The noise of a static pair: the largest move of a cell that stays small beside the
-        cell's own contrast (re-quantised detail). A pointer or new text moves a cell by about
-        its whole contrast, so neither is taken for noise."""
+        """The noise of a static pair, where compression noise lives: in cells with detail
+        (text, edges), moving by a small share of their own contrast. Its 99th percentile
+        there: a pointer or a moving part of a video moves a cell by about its whole contrast
+        and covers far less than 1 % of those cells, so neither is taken for noise."""
         detail = np.maximum(self._detail(image), self._detail(self._prev))
-        noise = (size <= self.o.noise_share * detail) & (self._live_until < t)
-        self._static.append(float(size[noise].max()) if noise.any() else 0.0)
+        cells = (detail >= 2 * self.o.min_level) & ~self._live
+        cells &= size <= self.o.noise_share * detail
+        if cells.sum() >= self.o.noise_cells:
+            self._static.append(float(np.quantile(size[cells], 0.99)))
 
     def _detail(self, image: np.ndarray) -> np.ndarray:
         rows, cols = self._grid(image)
@@ -192,7 +196,7 @@ class SlideChangeDetector:
         # again) or went back and forth twice lately.
         video = ((self._rate >= o.video_rate) & (t - self._last_move <= o.live_hold_s)) | \
             (self._reversals >= 1 + math.exp(-1))
-        live = _grow(self._live_until >= t, 1) | video_regions(video, o.video_margin)
+        self._live = live = _grow(self._live_until >= t, 1) | video_regions(video, o.video_margin)
         settled = (t - self._last_move >= o.settle_s) & ~live
         differs = (self._cell_diff(image, self._ref)[0] > thr) & settled
         if not differs.any():

@@ -213,6 +213,10 @@ class IngestService:
             "bytes": sum(c["bytes"] for c in channels),
             "since": active["since"] if active else iso(self.started_at),
             "relay": self.relay.url() if self.relay else None,
+            "listeners": [{"listen": c.endpoint.label,
+                           "accepting": getattr(listener, "acceptor", listener).accepting}
+                          for c, listener in zip(self.channels, self._listeners)],
+            "relay_accepting": self.relay.acceptor.accepting if self.relay else None,
             "models_loaded": 1 if self.stage_config.engine is not None else 0,
             "speech_sessions": self.stage_config.engine.sessions if self.stage_config.engine is not None else 0,
             "channels": channels,

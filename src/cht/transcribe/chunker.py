@@ -130,6 +130,29 @@ class Chunker:
         self._probs = []
         return [chunk]
 
+    def drop_before(self, t: float) -> Chunk | None:
+        """Set aside the buffered audio before global time `t` (its words are committed, see
+        `worker`): the next decodes of the phrase being spoken start there. Returns what was
+        set aside, None when `t` is not inside the buffer."""
+        if not self._length or not self._marks:
+            return None
+        offset = self._offset_of(t)
+        if offset is None:
+            return None
+        samples = (offset // WINDOW) * WINDOW  # whole VAD windows, so `probs` stays aligned
+        if samples <= 0 or samples >= self._length:
+            return None
+        return self._take(samples)
+
+    def _offset_of(self, t: float) -> int | None:
+        """The sample offset of global time `t` in the buffer (None: not in it)."""
+        offsets = [o for o, _ in self._marks] + [self._length]
+        for (o, mark_t), next_o in zip(self._marks, offsets[1:]):
+            offset = o + round((t - mark_t) * RATE)
+            if o <= offset < next_o:
+                return offset
+        return None
+
     def running(self) -> Chunk | None:
         """A copy of the chunk being gathered, if it holds speech (for a provisional text)."""
         if not self._length or not self._has_speech(self._probs):

@@ -24,6 +24,7 @@ from faster_whisper.transcribe import BatchedInferencePipeline, TranscriptionOpt
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
+from cht.transcribe.repeats import drop_loops, find_loop
 
 log = logging.getLogger("cht.transcribe")
 
@@ -162,9 +163,16 @@ class SpeechModel:
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
         decoded = self._decode(audio, language, frames, beam_size, word_timestamps, draft)
-        if frames < FULL_WINDOW_FRAMES and _looks_like_a_loop(decoded.words, seconds):
-            self.retries += 1
-            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, draft)
+        if _looks_like_a_loop(decoded.words, seconds):
+            decoded = self._again(audio, language, beam_size, word_timestamps, draft)
+        return decoded
+
+    def _again(self, audio, language: str | None, beam_size: int, word_timestamps: bool, draft: bool) -> Decoded:
+        """A window whose words look like a loop, decoded again with the full 30 s window and
+        the temperature fallback; whatever still repeats keeps its first copy only."""
+        self.retries += 1
+        decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, False)
+        decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
 
     def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1) -> list[Decoded]:
@@ -188,8 +196,7 @@ class SpeechModel:
                      for segment in segments for w in segment.get("words") or []]
             words = [w for w in words if w.word.strip()]
             if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
-                self.retries += 1
-                results.append(self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, True, False))
+                results.append(self._again(audio, language, beam_size, True, False))
             else:
                 results.append(Decoded(words, language, 1.0))
         return results
@@ -227,10 +234,12 @@ def _window_frames(seconds: float) -> int:
 
 
 def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
-    """Too many words for the audio, or text that compresses like a repetition (Whisper's
-    own test: a gzip compression ratio above 2.4)."""
+    """Too many words for the audio, text that compresses like a repetition (Whisper's own
+    test: a gzip compression ratio above 2.4), or a phrase repeated back to back (`repeats`:
+    a repeated sentence in a long window passes the compression test)."""
     text = "".join(w.word for w in words)
-    return len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
+    return (len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
+            or find_loop([w.word for w in words]) is not None)
 
 
 

@@ -1,11 +1,18 @@
-"""One session's transcription: chunks in, final lines out, in order.
+"""One session's transcription: PCM in, committed words out, in order, never rewritten.
 
 The follower's thread feeds PCM; the chunker closes chunks at pauses; closed chunks wait in
 a queue bounded by seconds of audio until the process's one `SpeechEngine` takes them (with
 other sessions' chunks, fairly). When the engine cannot keep up, the queue fills and `feed`
 blocks: this session's follower falls behind the files on disk (which hold everything), lag
-grows and is reported, and no audio is ever dropped. While its queue is empty the session
-asks for a draft of the chunk still being spoken.
+grows and is reported, and no audio is ever dropped.
+
+Continuous speech hardly pauses, so waiting for the chunk's end would commit a lecture's words
+10 s late. While its queue is empty the session asks the engine for a *step* about once a
+second: a decode of the audio not committed yet. `agreement.LocalAgreement` commits the words
+on which two consecutive steps agree, and they are written at once as a line of their own (a
+line may end mid-sentence); the rest is published as the page's draft. The buffer is trimmed
+after a committed sentence end (or when it grows long) so steps stay short; a pause still
+closes the chunk, whose final decode commits everything left in it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
+from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import Decoded
@@ -27,12 +35,14 @@ log = logging.getLogger("cht.transcribe")
 INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
+KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
+STEP_NEW_S = 0.5  # seconds of new audio a step needs at least
 
 
 @dataclass
 class TranscribeOptions:
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
-    provisional_every_s: float | None = 2.0  # None: no provisional hypotheses (offline)
+    step_s: float | None = 1.0  # seconds between decodes of the uncommitted audio; None: commit at chunk ends only (offline)
     max_queue_s: float = 600.0  # seconds of closed chunks waiting before feed() blocks
     beam_size: int = 1  # greedy: as good as beam 5 on these chunks (bench), at half the cost
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much

@@ -74,7 +74,11 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
     def api_sessions() -> list[dict]:
         rows = []
         for sess, manifest in list_sessions(state.data_dir):
-            if manifest is None or (state.only and sess.id != state.only):
+            if state.only and sess.id != state.only:
+                continue
+            if manifest is None:  # unreadable or the wrong shape: listed, so it can be repaired
+                rows.append({"id": sess.id, "source": "", "state": "damaged (cht rebuild)", "started_at": "",
+                             "duration": 0.0, "live": False, "words": 0, "transcript_lag": None, "thumb": None})
                 continue
             live = state.live.get(sess.id)
             if live is not None and live.manifest is not None:

@@ -8,7 +8,8 @@ async function load() {
     const tr = el("tr");
     const img = s.thumb ? el("img", { src: s.thumb, alt: "", loading: "lazy" }) : el("span");
     const link = el("a", { href: `/session/${encodeURIComponent(s.id)}` }, s.id);
-    const state = el("span", { className: `badge ${s.live ? "live" : ""}` }, s.live ? "LIVE" : s.state);
+    const behind = s.live && s.transcript_lag != null && s.transcript_lag >= 1 ? ` · transcript ${Math.round(s.transcript_lag)} s behind` : "";
+    const state = el("span", { className: `badge ${s.live ? "live" : ""}` }, (s.live ? "LIVE" : s.state) + behind);
     const cells = [img, link, el("span", { className: "" }, s.source), el("span", {}, (s.started_at || "").replace("T", " ").slice(0, 19)),
       el("span", {}, fmt(s.duration)), state, el("span", {}, String(s.words))];
     cells.forEach((c, i) => { const td = el("td"); if (i === 2 || i === 6) td.className = "hide-narrow"; td.append(c); tr.append(td); });
