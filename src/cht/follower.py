@@ -123,7 +123,8 @@ class Follower:
                           if any(want in s.consumes for s in self.stages))
             fps = max((s.video_fps for s in self.stages), default=0.0) or 1.0
             decoder = self._decoders[segment.file] = SegmentDecoder(
-                self.session_dir / segment.file, segment.global_start, video_fps=fps, kinds=kinds)
+                self.session_dir / segment.file, segment.global_start, video_fps=fps, kinds=kinds,
+                threads=0 if self._strict else 1)  # offline: every core decodes
         for item in decoder.poll():
             self._hand_on(item)
         if final:
