@@ -200,7 +200,7 @@ def run(protocol: str, seconds: int, flv: Path, ts: Path, work: Path) -> dict:
         port = free_port()
         urls.append(f"rtmp://127.0.0.1:{port}/live/bench-key" if protocol == "rtmp" else f"tcp://127.0.0.1:{port}")
     relay_port = free_port()
-    args = [*CHT, "ingest", "--grace", "5s", "--relay-port", str(relay_port)]
+    args = [*CHT, "ingest", "--grace", "5s", "--relay-port", str(relay_port), "--no-analyze", "--no-ui"]
     for url in urls:
         args += ["--listen", url]
     service = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

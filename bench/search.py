@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cht.index.search import INDEX_FILE, SearchIndex
-from cht.transcribe.store import TranscriptLine
+from cht.transcribe.store import TranscriptLine, Word
 
 SESSION_HOURS = 2
 LINE_S = 4.0
@@ -57,7 +57,7 @@ def main() -> None:
             batch = []
             for i, row in enumerate(picks):
                 start = i * LINE_S
-                words = [{"start": start + 0.35 * k, "end": start + 0.35 * k + 0.3, "word": " " + vocab[w]}
+                words = [Word(start + 0.35 * k, start + 0.35 * k + 0.3, " " + vocab[w], 0.9)
                          for k, w in enumerate(row)]
                 text = " ".join(vocab[w] for w in row)
                 batch.append(TranscriptLine(i, start, start + 3.5, text, words, [start, start + LINE_S]))

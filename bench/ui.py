@@ -28,7 +28,7 @@ from cht.analyze.audio import FLAG_8BIT, HEADER, LEVELS, level_name
 from cht.analyze.reader import PCM_RATE
 from cht.media.ffmpeg import ffmpeg_exe
 from cht.session import Manifest, Segment, Session, iso
-from cht.transcribe.store import TranscriptLine, TranscriptStore
+from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
 from cht.web.app import UiState
 from cht.web.server import WebServer
 
@@ -82,9 +82,9 @@ def build(data: Path) -> None:
     with open(store.path, "w") as f:
         for i in range(WORDS // per_line):
             t0 = i * seconds / (WORDS // per_line)
-            words = [{"start": round(t0 + 0.3 * k, 3), "end": round(t0 + 0.3 * k + 0.25, 3), "word": f" word{k}",
-                      "p": 0.9} for k in range(per_line)]
-            f.write(TranscriptLine(i, words[0]["start"], words[-1]["end"], " ".join(f"word{k}" for k in range(per_line)),
+            words = [Word(round(t0 + 0.3 * k, 3), round(t0 + 0.3 * k + 0.25, 3), f" word{k}", 0.9)
+                     for k in range(per_line)]
+            f.write(TranscriptLine(i, words[0].start, words[-1].end, " ".join(f"word{k}" for k in range(per_line)),
                                    words, [t0, t0 + seconds / (WORDS // per_line)]).to_json() + "\n")
 
 

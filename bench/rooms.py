@@ -1,0 +1,260 @@
+"""N rooms of continuous lecture speech pushed at real pace into one `cht ingest`.
+
+Each room is a 1280×720 slide lecture (slides, bullets, a webcam box, a pointer) with its own
+continuous speech: espeak-ng reading lecture paragraphs in a room's own voice and pace,
+sentences joined with no pause longer than a breath. Every room pushes MPEG-TS over TCP to its
+own `--listen` URL at real pace; the service records, analyses and transcribes all of them with
+one speech engine.
+
+Measured from outside, as a user of the files would: every 0.2 s each room's
+`transcript.jsonl` is read; a word's committed latency is the wall time its line was first
+seen minus the wall time of the word's end (the room's first media, from its run note, plus
+the word's global end). Also: CPU of the whole ingest process tree (both cores = 200 %), its
+peak RSS, each room's largest transcript lag, and how long after the media ended the last
+word was committed (a room that "fell behind for good" keeps a growing lag: its drain is long).
+
+    apt-get install -y espeak-ng && pip install -e '.[bench]'
+    python bench/rooms.py [--rooms 1,2,4,6,8] [--minutes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from cht.control import request  # noqa: E402
+from cht.errors import SessionError  # noqa: E402
+from cht.media.ffmpeg import ffmpeg_exe  # noqa: E402
+from synthetic import lecture, render  # noqa: E402
+
+PARAGRAPHS = [
+    "Today we look at how a compiler turns source code into machine instructions, starting with the lexer, "
+    "which reads characters and groups them into tokens, then the parser, which builds a tree from those tokens, "
+    "and finally the code generator, which walks the tree and emits instructions for the target machine",
+    "A hash table stores keys and values in an array of buckets, the hash function decides which bucket a key "
+    "belongs to, collisions are resolved by chaining or by open addressing, and when the table grows too full "
+    "it is resized so that lookups stay close to constant time on average",
+    "In thermodynamics the first law says that energy is conserved, the heat added to a system equals the change "
+    "in its internal energy plus the work it does, and the second law tells us that the entropy of an isolated "
+    "system never decreases, which is why heat flows from hot bodies to cold ones",
+    "The French revolution began in seventeen eighty nine with a financial crisis, the estates general were called "
+    "for the first time in more than a century, the third estate declared itself a national assembly, and within "
+    "weeks the storming of the Bastille had become the symbol of a new political order",
+    "Photosynthesis happens in the chloroplasts of plant cells, light energy splits water molecules and releases "
+    "oxygen, the energy is stored in carrier molecules, and in the Calvin cycle carbon dioxide from the air is "
+    "fixed into sugars that the plant uses to grow and to store energy for the night",
+    "A market reaches equilibrium where the supply curve meets the demand curve, if the price is above that point "
+    "sellers cannot find enough buyers and the price falls, if it is below that point buyers compete for scarce "
+    "goods and the price rises, until the quantity supplied equals the quantity demanded",
+    "Neural networks are built from layers of simple units, each unit computes a weighted sum of its inputs and "
+    "passes it through a nonlinear function, training adjusts the weights by gradient descent on a loss, and "
+    "backpropagation computes those gradients efficiently with the chain rule",
+    "Plate tectonics explains why earthquakes and volcanoes gather along certain lines, the outer shell of the "
+    "earth is broken into plates that float on the hotter mantle beneath, and where two plates meet they slide "
+    "past each other, pull apart, or one dives beneath the other into the mantle",
+]
+VOICES = [("en-us", 165), ("en-gb", 160), ("en-gb-x-rp", 170), ("en-us", 175),
+          ("en-gb-scotland", 160), ("en-gb-x-gbclan", 165), ("en-us", 155), ("en-gb", 172)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def speech(room: int, seconds: float, folder: Path) -> Path:
+    """Continuous speech for one room: paragraphs read back to back, joined by commas."""
+    voice, wpm = VOICES[room % len(VOICES)]
+    words_needed = int(seconds / 60 * wpm * 1.15) + 20
+    order = PARAGRAPHS[room % len(PARAGRAPHS):] + PARAGRAPHS[:room % len(PARAGRAPHS)]
+    text, k = [], 0
+    while sum(len(p.split()) for p in text) < words_needed:
+        text.append(order[k % len(order)])
+        k += 1
+    raw = folder / f"room{room}.espeak.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-g", "1", "-w", str(raw), ", ".join(text)], check=True)
+    wav = folder / f"room{room}.wav"
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
+                    "-ar", "48000", "-ac", "1", str(wav)], check=True)
+    return wav
+
+
+def room_media(room: int, seconds: float, video: Path, folder: Path) -> Path:
+    path = folder / f"room{room}.ts"
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(video),
+                    "-i", str(speech(room, seconds, folder)), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-c:a", "aac", "-b:a", "96k", "-t", str(seconds), str(path)], check=True)
+    return path
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Watch:
+    """One room's transcript file, read from outside: when each word was first seen."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.seen: dict[tuple[int, int], tuple[float, float]] = {}  # (chunk, word#) -> (word end, wall seen)
+        self.origin: float | None = None
+
+    def poll(self, now: float) -> None:
+        if self.origin is None:
+            note = self.root / "segments" / "run_0000.json"
+            if note.exists():
+                self.origin = json.loads(note.read_text())["first_media_at"]
+        path = self.root / "transcript.jsonl"
+        if not path.exists():
+            return
+        for row in path.read_text().splitlines():
+            try:
+                line = json.loads(row)
+            except ValueError:
+                continue
+            for i, w in enumerate(line.get("words") or []):
+                self.seen.setdefault((line["chunk"], i), (w["end"], now))
+
+    def latencies(self) -> list[float]:
+        return [seen - (self.origin + end) for end, seen in self.seen.values()] if self.origin else []
+
+
+def run(n: int, seconds: float, video: Path, folder: Path) -> dict:
+    media = [room_media(k, seconds, video, folder) for k in range(n)]
+    data = folder / f"data{n}"
+    ports = [free_port() for _ in range(n)]
+    args = [sys.executable, "-m", "cht.cli", "--data-dir", str(data), "ingest", "--no-ui", "--no-relay",
+            "--language", "en", "--grace", "2s", *[a for p in ports for a in ("--listen", f"tcp://127.0.0.1:{p}")]]
+    service = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (data / "ingest.sock").exists():
+        if service.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the ingest service did not start: {service.stderr.read()}")
+        time.sleep(0.1)
+    cpu0, t0 = cpu_s(tree(service.pid)), time.monotonic()
+    pushes = [subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-i", str(m),
+                                "-c", "copy", "-f", "mpegts", f"tcp://127.0.0.1:{p}"], stdin=subprocess.DEVNULL)
+              for m, p in zip(media, ports)]
+    watches: dict[str, Watch] = {}
+    lags: dict[str, float] = {}
+    peak_rss = 0.0
+    ended_at = None
+    last_new = polled = time.monotonic()
+    while True:
+        now_wall, now = time.time(), time.monotonic()
+        for root in sorted((data / "sessions").glob("*")) if (data / "sessions").exists() else []:
+            watch = watches.setdefault(root.name, Watch(root))
+            before = len(watch.seen)
+            watch.poll(now_wall)
+            if len(watch.seen) > before:
+                last_new = now
+        if now - polled >= 1.0:
+            polled = now
+            try:
+                status = request(data / "ingest.sock", "status", timeout=2)
+            except SessionError:
+                status = {}
+            for channel in status.get("channels", []):
+                if channel.get("session") and channel.get("transcript_lag") is not None:
+                    lags[channel["session"]] = max(lags.get(channel["session"], 0.0), channel["transcript_lag"])
+        peak_rss = max(peak_rss, sum(rss_mib(p) for p in tree(service.pid)))
+        if ended_at is None and all(p.poll() is not None for p in pushes):
+            ended_at = now
+            cpu_media = cpu_s(tree(service.pid)) - cpu0
+            wall_media = now - t0
+        if ended_at is not None:
+            complete = all((w.root / "transcript" / "index.json").exists() and json.loads(
+                (w.root / "transcript" / "index.json").read_text()).get("complete") for w in watches.values())
+            if (complete and len(watches) == n) or now - last_new > 120:
+                break
+        time.sleep(0.2)
+    drain = last_new - ended_at
+    service.send_signal(signal.SIGINT)
+    service.wait(300)
+    per_room = [w.latencies() for w in watches.values()]
+    every = sorted(x for room in per_room for x in room)
+
+    def pct(values: list[float], q: float) -> float:
+        return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
+
+    return {
+        "rooms": n, "words": len(every),
+        "median": statistics.median(every) if every else float("nan"), "p95": pct(every, 95),
+        "worst_room_p95": max(pct(sorted(r), 95) for r in per_room if r),
+        "max_lag": max(lags.values(), default=float("nan")), "drain": max(0.0, drain),
+        "cpu": 100 * cpu_media / wall_media, "rss": peak_rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", default="1,2,4,6,8", help="room counts to run, comma-separated")
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of each room's lecture")
+    args = parser.parse_args()
+    seconds = args.minutes * 60
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        spec = lecture(duration=seconds, slide_every=30, bullet_every=6, cuts=((seconds / 2, 4),))
+        video = render(spec, folder / "lecture.mp4", rate=25, audio=False)
+        rows = []
+        for n in (int(x) for x in args.rooms.split(",")):
+            row = run(n, seconds, video, folder)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n{args.minutes:g}-minute rooms, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
+    print("| rooms | words | committed latency median / p95 s | worst room p95 s | max lag s | "
+          "last word after media end s | CPU % (200 = both cores) | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['rooms']} | {r['words']} | {r['median']:.2f} / {r['p95']:.2f} | {r['worst_room_p95']:.2f} | "
+              f"{r['max_lag']:.1f} | {r['drain']:.1f} | {r['cpu']:.0f} | {r['rss']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
