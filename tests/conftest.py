@@ -13,10 +13,18 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import settings
 
 from cht.media.ffmpeg import ffmpeg_exe
 
 CHT = [sys.executable, "-m", "cht.cli"]
+
+# Hypothesis: in CI (CI set) the examples are derived from each test's source, so a failure
+# there fails the same way on a laptop; elsewhere they are random, and a failure prints the
+# @reproduce_failure blob that replays it.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 def make_media(path: Path, seconds: float, *, video: bool = True, audio: bool = True,
@@ -75,6 +83,34 @@ def children(pid: int) -> list[tuple[int, str]]:
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None once it is gone (or a
+    zombie): with the pid, it names one process even if the pid is reused later."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, start) of every process below `pid` now, children first: call it while `pid`
+    still runs (once it exits its children are re-parented and no longer look like its)."""
+    out, todo = [], [pid]
+    while todo:
+        for child, _ in children(todo.pop()):
+            start = process_start(child)
+            if start is not None:
+                out.append((child, start))
+                todo.append(child)
+    return out
+
+
+def still_running(processes: list[tuple[int, int]]) -> list[int]:
+    """The pids of `processes` (from `descendants`) still running."""
+    return [pid for pid, start in processes if process_start(pid) == start]
 
 
 def recorder_pid(cht_pid: int) -> int | None:

@@ -15,7 +15,7 @@ import time
 import av
 import pytest
 
-from conftest import Cht, children, decode_fully, make_media, recorder_pid, wait_for
+from conftest import Cht, decode_fully, descendants, make_media, recorder_pid, still_running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -166,14 +166,16 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     proc = cht.start("demo", "--session", "demo")
     wait_for(lambda: (cht.session_dir("demo") / "manifest.json").exists(), 20, what="demo start")
     time.sleep(10)
+    below = descendants(proc.pid)
+    assert len(below) >= 2, f"the demo generator and the recorder run below cht: {below}"
     code, out, err = Cht.stop(proc, signal.SIGINT)
     assert code == 0, err
+    assert not still_running(below), "no ffmpeg left behind (an orphan is re-parented: look by pid)"
     manifest = cht.manifest("demo")
     assert manifest["state"] == "stopped"
     assert 8.0 <= manifest["duration"] <= 14.0
     counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
     assert counts["video"] > 150 and counts["audio"] > 100
-    assert not [c for c in children(proc.pid)], "no ffmpeg left behind"
     # The demo gives every later stage something real: slide changes and speech.
     frames = [json.loads(line) for line in (cht.session_dir("demo") / "frames.jsonl").read_text().splitlines()]
     assert frames[0]["kind"] == "start" and sum(f["kind"] == "scene" for f in frames) >= 2

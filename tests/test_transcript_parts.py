@@ -60,7 +60,13 @@ def test_chunks_end_in_pauses_and_cover_every_sample_once():
     spoken = [c for c in chunks if c.speech]
     assert 2 <= len(spoken) <= 5, "beckett's four sentences, in pauses"
     for c in spoken[:-1]:
-        assert c.seconds >= ChunkPolicy().min_s or c.end - c.start < ChunkPolicy().min_s + 1.5
+        assert c.seconds >= ChunkPolicy().min_s, "a pause ends a chunk only after min_s of audio"
+    # every cut inside the speech falls in a pause: the 100 ms around it is quiet
+    pcm = speech.astype(np.float64)
+    loudest = max(np.sqrt(np.mean(pcm[i:i + RATE // 50] ** 2)) for i in range(0, len(pcm), RATE // 50))
+    for c in spoken[:-1]:
+        at = int((c.end - 100.0) * RATE)
+        assert np.sqrt(np.mean(pcm[at - RATE // 20:at + RATE // 20] ** 2)) < 0.1 * loudest, f"cut at {c.end - 100:.2f} s"
 
 
 def test_an_outage_ends_the_chunk_and_a_small_jump_becomes_a_mark():

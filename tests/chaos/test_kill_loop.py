@@ -1,7 +1,9 @@
 """Recorder kill loop in CI: a talk with known words recorded at real pace while the ffmpeg
-recorder is killed (-9) every 10-20 s (seeded). Every segment decodes to its end; the clock
-is continuous, each gap is an outage; no keyframe inside a gap; no word twice; no phrase
-missing outside the outages. `bench/soak.py` runs the same for 30 minutes."""
+recorder is killed (-9) in the pause after every phrase (every ~18 s, seeded moment). Every
+segment decodes to its end; the clock is continuous, each gap is an outage; no keyframe
+inside a gap; no word heard more often than said, none heard in a pause; at least 80 % of the
+phrases clear of every outage and each of those heard. `bench/soak.py` runs the same for 30
+minutes."""
 
 from __future__ import annotations
 
@@ -11,23 +13,18 @@ import pytest
 
 import kill_loop
 from conftest import Cht
-from speech import beckett_words, make_speech_video
+from speech import beckett_words
 
 pytestmark = pytest.mark.slow
 
-SECONDS = float(os.environ.get("CHT_CHAOS_SECONDS", "150"))  # 2.5 min keeps the whole suite near 15 min
+SECONDS = float(os.environ.get("CHT_CHAOS_SECONDS", "150"))  # 2.5 min keeps the whole suite in budget
 SEED = 8
 
 
-def test_recorder_killed_every_10_to_20_s(cht: Cht, tmp_path):
-    phrase = len(beckett_words())
-    offsets = [1.0 + 9.0 * k for k in range(int((SECONDS - 10) // 9))]
+def test_recorder_killed_between_phrases(cht: Cht, tmp_path):
     src = tmp_path / "talk.mp4"
-    truth = make_speech_video(src, offsets, SECONDS)
-    report = kill_loop.run(cht, src, truth, phrase, SECONDS, SEED)
-    print(kill_loop.table(report))
-    assert not report.problems, report.problems
-    assert report.kills >= SECONDS // 20 - 1
-    assert not report.frames_in_gaps, report.frames_in_gaps
-    assert not report.duplicated_words, report.duplicated_words
-    assert not report.phrases_lost, (report.phrases_lost, report)
+    truth = kill_loop.talk(src, SECONDS)
+    report = kill_loop.run(cht, src, truth, len(beckett_words()), SECONDS, SEED)
+    print(kill_loop.HEADER, kill_loop.table(report), report.summary(), sep="\n")
+    assert report.kills >= report.phrases - 1, report
+    kill_loop.assert_clean(report)
