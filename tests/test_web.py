@@ -3,6 +3,7 @@ real recording with real speech, and the HTTP-level security checks."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -164,7 +165,13 @@ def test_no_path_from_a_request_leaves_the_session_and_the_token_is_required(ser
         assert client.get("/media/s/segments/seg_00000.mp4").status_code == 401
         assert client.get("/api/sessions", params={"token": "wrong"}).status_code == 401
         ok = client.get("/api/sessions", params={"token": token})
-        assert ok.status_code == 200 and "cht_token" in ok.headers.get("set-cookie", "")
+        cookie = ok.headers.get("set-cookie", "")
+        assert ok.status_code == 200 and cookie.startswith(f"cht_token={token};"), cookie
+        # the cookie is out of the page's scripts' reach and not sent by other sites' requests
+        assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {f.strip() for f in cookie.split(";")}, cookie
+        client.cookies.set("cht_token", token)
+        assert client.get("/api/sessions").status_code == 200, "the cookie alone lets the page in"
+        client.cookies.clear()
         assert client.get("/media/s/segments/seg_00000.mp4", headers=auth).status_code == 200
         for path in ["/media/s/segments/..%2F..%2Fmanifest.json", "/media/s/segments/%2e%2e%2fmanifest.json",
                      "/media/s/segments/%2Fetc%2Fpasswd", "/media/s/frames/..%2f..%2f..%2fetc%2fpasswd",
@@ -175,10 +182,16 @@ def test_no_path_from_a_request_leaves_the_session_and_the_token_is_required(ser
             assert response.status_code in (404, 422), (path, response.status_code)
             assert "root:" not in response.text
     import websockets.sync.client as wsc
+    from websockets.exceptions import InvalidStatus
 
-    with pytest.raises(Exception):
-        with wsc.connect(base.replace("http", "ws") + "/ws/s") as ws:
-            ws.recv(timeout=5)
+    ws_url = base.replace("http", "ws") + "/ws/s"
+    for refused in (ws_url, ws_url + "?token=wrong"):
+        with pytest.raises(InvalidStatus) as caught:  # the handshake itself is refused
+            with wsc.connect(refused) as ws:
+                ws.recv(timeout=5)
+        assert caught.value.response.status_code == 403, refused
+    with wsc.connect(ws_url + f"?token={token}") as ws:  # the same socket with the token is served
+        assert json.loads(ws.recv(timeout=5)) == {"type": "NotLive"}
 
 
 def test_cht_open_serves_one_session_read_only(tmp_path):
@@ -245,5 +258,73 @@ def test_serve_follows_a_recording_of_another_process_and_searches_every_session
     finally:
         if proc.poll() is None:
             Cht.stop(proc)
+        page.close()
+        web.stop()
+
+
+def test_drafts_dimmed_keys_and_a_resync_after_the_replay_buffer(browser, tmp_path):
+    """A live session driven by a bus the test controls: a draft line is shown dimmed and
+    replaced by its final text (a late draft never replaces it); space plays and pauses,
+    ←/→ move 5 s; a page that comes back after more events than the replay buffer holds is
+    told to `Resync` and reloads the session over HTTP instead of replaying."""
+    from cht.transcribe.store import TranscriptLine
+
+    cht = Cht(tmp_path / "data")
+    src = make_media(tmp_path / "src.mp4", 20)
+    assert cht.run("record", str(src), "--session", "s", "--fast", "--no-ui", "--no-transcribe").returncode == 0
+    bus = ev.EventBus(history=5)
+    web = WebServer(UiState(cht.data_dir, live={"s": LiveSession(bus)}), host="127.0.0.1", port=free_port(),
+                    fixed_port=True)
+    web.start()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    loads: list[float] = []
+    page.on("request", lambda r: loads.append(time.monotonic()) if r.url.endswith("/api/sessions/s") else None)
+    try:
+        page.goto(web.url("s"))
+        poll(page, "window.cht && window.cht.ready", 15, "the page")
+        bus.publish(ev.TranscriptSegments([TranscriptLine(7, 2.0, 3.0, "a final line")], final=True))
+        bus.publish(ev.TranscriptSegments([TranscriptLine(8, 4.0, 5.0, "still being spoken", final=False)],
+                                          final=False))
+        row = "document.querySelector('#transcript .line[data-chunk=\"8\"]')"
+        poll(page, row, 10, "the draft line")
+        style = "(q => { const s = getComputedStyle(document.querySelector(q)); return [s.color, s.fontStyle]; })"
+        final_color, final_font = page.evaluate(f"{style}('#transcript .line[data-chunk=\"7\"] span')")
+        draft_color, draft_font = page.evaluate(f"{style}('#transcript .line[data-chunk=\"8\"] span')")
+        assert page.evaluate(f"{row}.classList.contains('draft')")
+        assert draft_color != final_color and (draft_font, final_font) == ("italic", "normal"), (draft_color, final_color)
+        bus.publish(ev.TranscriptSegments([TranscriptLine(8, 4.0, 5.2, "still being spoken now")], final=True))
+        poll(page, f"!{row}.classList.contains('draft')", 10, "the final text in place of the draft")
+        bus.publish(ev.TranscriptSegments([TranscriptLine(8, 4.0, 5.0, "late draft", final=False)], final=False))
+        poll(page, f"window.cht.lastSeq == {bus.last_seq}", 10, "the late draft to arrive")
+        assert page.inner_text('#transcript .line[data-chunk="8"] span') == "still being spoken now"
+
+        # keys: space plays and pauses, arrows move 5 s on the global clock
+        page.click("#duration")  # focus the page, not the search box
+        page.evaluate("window.cht.seek(10, true)")
+        poll(page, "Math.abs(window.cht.globalTime() - 10) < 0.1", 10, "the seek to 10 s")
+        paused = page.evaluate("document.getElementById('video').paused")
+        page.keyboard.press("Space")
+        poll(page, f"document.getElementById('video').paused == {str(not paused).lower()}", 5, "space to toggle")
+        page.keyboard.press("Space")
+        poll(page, f"document.getElementById('video').paused == {str(paused).lower()}", 5, "space to toggle back")
+        at = page.evaluate("window.cht.globalTime()")
+        page.keyboard.press("ArrowRight")
+        poll(page, f"Math.abs(window.cht.globalTime() - {at + 5}) < 0.5", 5, "→ to move 5 s on")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        poll(page, f"Math.abs(window.cht.globalTime() - {at - 5}) < 0.5", 5, "← ← to move 10 s back")
+
+        # away while more events than the buffer holds: Resync, then a reload over HTTP
+        web.stop()
+        seen = bus.last_seq
+        for k in range(12):
+            bus.publish(ev.LiveTick(20.0 + k))
+        reloads_before = len(loads)
+        web.start()
+        poll(page, f"window.cht.lastSeq == {bus.last_seq}", 15, "the page to resync")
+        wait_for(lambda: len(loads) > reloads_before, 5, what="the session reloaded over HTTP")
+        assert not set(page.evaluate("window.cht.seqs")) & set(range(seen + 1, bus.last_seq + 1)), \
+            "events older than the replay buffer cannot be replayed one by one"
+    finally:
         page.close()
         web.stop()
