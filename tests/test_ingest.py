@@ -39,7 +39,7 @@ class Ingest:
     """A real `cht ingest` process and the URLs its clients push to."""
 
     def __init__(self, cht: Cht, *protocols: str, grace: str = "3s", relay: bool = False,
-                 analyze: bool = False) -> None:
+                 analyze: bool = False, ui_port: int | None = None) -> None:
         self.cht = cht
         self.urls: dict[str, str] = {}
         listen = []
@@ -59,7 +59,8 @@ class Ingest:
         self.listen = listen
         args = ["ingest", "--grace", grace, *[a for url in listen for a in ("--listen", url)]]
         args += ["--relay-port", "0"] if relay else ["--no-relay"]
-        args += ["--no-ui", "--language", "en"] if analyze else ["--no-ui", "--no-analyze"]
+        args += ["--language", "en"] if analyze else ["--no-analyze"]
+        args += ["--port", str(ui_port)] if ui_port else ["--no-ui"]
         self.proc = cht.start(*args)
         wait_for(lambda: self.status() or self.proc.poll() is not None, 20, what="the ingest service")
         assert self.proc.poll() is None, self.proc.communicate()[1]

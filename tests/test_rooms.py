@@ -8,12 +8,13 @@ import json
 import subprocess
 import time
 
+import httpx
 import pytest
 
 from cht.media.ffmpeg import ffmpeg_exe
 from conftest import Cht, wait_for
 from speech import make_speech_video, match, transcript_words
-from test_ingest import Ingest
+from test_ingest import Ingest, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,9 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
     for n, offsets in enumerate(OFFSETS):
         path = tmp_path / f"room{n}.mp4"
         talks.append((path, make_speech_video(path, offsets, SECONDS)))
-    ingest = Ingest(cht, "tcp", "tcp", "tcp", grace="2s", analyze=True)
-    statuses = []
+    ui_port = free_port()
+    ingest = Ingest(cht, "tcp", "tcp", "tcp", grace="2s", analyze=True, ui_port=ui_port)
+    statuses, pages = [], []
     try:
         pushes = [subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
                                     "-c", "copy", "-f", "mpegts", url], stdin=subprocess.DEVNULL)
@@ -40,6 +42,8 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
                 pushes[2].kill()  # the third client dies mid-talk
                 killed = True
             statuses.append(ingest.status() or {})
+            if 4 < time.monotonic() - began < KILL_AT:  # every room is on the web timeline, live
+                pages.append(httpx.get(f"http://127.0.0.1:{ui_port}/api/sessions", timeout=5).json())
             time.sleep(0.5)
         assert all(p.returncode == 0 for p in pushes[:2])
         wait_for(lambda: len(cht.sessions()) == 3 and all(
@@ -60,6 +64,8 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
     assert max(s.get("speech_sessions", 0) for s in statuses) == 3
     assert {s.get("models_loaded") for s in statuses if s} == {1}
     assert ingest.log().count("speech model loaded") == 1, "one model for every room"
+    live_pages = [[row for row in page if row["live"]] for page in pages]
+    assert any(len(rows) == 3 and all(r["transcript_lag"] is not None for r in rows) for rows in live_pages), pages
 
     lags = {url: [c["transcript_lag"] for s in statuses for c in s.get("channels", [])
                   if c["listen"] == url and c["transcript_lag"] is not None] for url in rooms}
@@ -75,7 +81,10 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
             assert duration == pytest.approx(SECONDS, abs=1.0)
             hits = [i for i, js in match(truth, heard, tolerance=1.0).items() if js]
             assert len(hits) >= len(truth) - 2, (n, heard)
-            assert lags[url] and max(lags[url]) < 20.0, f"room {n}'s lag must stay bounded: {lags[url]}"
+            # Bounded: a chunk is at most 15 s of speech, and the lag comes down again once it is
+            # transcribed (on a loaded machine it peaks higher, but never only grows).
+            assert lags[url] and max(lags[url]) < 30.0, f"room {n}'s lag must stay bounded: {lags[url]}"
+            assert min(lags[url][lags[url].index(max(lags[url])):]) < max(lags[url]), lags[url]
         else:  # the room whose client died: what it sent before the kill
             assert duration == pytest.approx(KILL_AT, abs=2.0)
             before = [w for w in truth if w[2] < duration - 1.0]
