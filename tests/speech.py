@@ -1,6 +1,9 @@
 """Real speech for the transcription tests: beckett.wav (from the useful-moonshine-onnx
-wheel) placed at known offsets in a generated A/V file, and the truth about its words from
-faster-whisper's own offline transcript of the clean wav with the same model."""
+wheel) placed at known offsets in a generated A/V file, and two kinds of truth about it:
+- `beckett_words()`: the words and their times from faster-whisper's own offline transcript of
+  the clean wav with the same model: for regressions and timing (it cannot say the model is right);
+- `HUMAN`: what people hear in beckett.wav and ../shared/media/jfk.flac, for accuracy
+  (`word_error_rate`); tests/test_accuracy.py checks the model's truth against it."""
 
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ from cht.config import default_cache_dir
 from cht.media.ffmpeg import ffmpeg_exe
 
 RATE = 16_000
+HUMAN = {  # what is said, as a person writes it down (lower case, no punctuation)
+    "beckett": "ever tried ever failed no matter try again fail again fail better",  # Worstward Ho
+    "jfk": "and so my fellow americans ask not what your country can do for you "
+           "ask what you can do for your country",  # inaugural address, 1961
+}
 
 
 def beckett_path() -> Path:
@@ -28,6 +36,21 @@ def beckett() -> np.ndarray:
     with wave.open(str(beckett_path())) as w:
         assert w.getframerate() == RATE and w.getnchannels() == 1
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def jfk_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "media" / "jfk.flac"
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """(substitutions + deletions + insertions) / words in the reference, over normalised words."""
+    ref, hyp = [norm(w) for w in reference.split() if norm(w)], [norm(w) for w in hypothesis.split() if norm(w)]
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
 
 
 def model_dir() -> Path:
