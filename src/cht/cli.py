@@ -59,6 +59,15 @@ EXIT_ABNORMAL_END = 1
 ABNORMAL_REASONS = ("disk full",)  # stopped, but not because anyone asked
 
 
+# Options several commands share (typer takes the same default object in each).
+MIN_SCENE = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes.")
+MODEL = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base).")
+LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect).")
+NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
+UI_HOST_OPTION = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token).")
+UI_PORT_OPTION = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy).")
+
+
 class State:
     data_dir: Path = default_data_dir()
 
@@ -184,13 +193,7 @@ def _drive(run, session: Session, bus: ev.EventBus, label: str, ui: UiOptions | 
     with RecordingView(err) as view:
         bus.subscribe(view)
         run.start()
-        if web is not None:
-            try:
-                web.start()
-                err.print(f"timeline: {web.url(session.id)}")
-            except ChtError as exc:
-                err.print(f"warning: {exc}")
-                web = None
+        web = _start_web(web, session.id)
         while not run.wait(0.2):
             if run.stop_requested:
                 run.stop()
@@ -201,6 +204,19 @@ def _drive(run, session: Session, bus: ev.EventBus, label: str, ui: UiOptions | 
               f"{fmt_time(manifest.duration)} of media, {len(manifest.gaps)} gap(s)")
     abnormal = manifest.state not in ("stopped", "recording") or manifest.reason.startswith(ABNORMAL_REASONS)
     return EXIT_ABNORMAL_END if abnormal else 0
+
+
+def _start_web(web, session_id: str | None = None):
+    """Start the web UI and print its URL; a UI that cannot start is a warning, not a stop."""
+    if web is None:
+        return None
+    try:
+        web.start()
+    except ChtError as exc:
+        err.print(f"warning: {exc}")
+        return None
+    err.print(f"timeline: {web.url(session_id)}")
+    return web
 
 
 def _open_index() -> SearchIndex | None:
@@ -275,13 +291,13 @@ def record(
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long (e.g. 90s, 30m)."),
     min_free: str = typer.Option("64M", "--min-free", help="Stop cleanly when the data dir has less free space."),
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, no waveform."),
-    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+    min_scene: str = MIN_SCENE,
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript (`cht transcribe` later)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
-    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
-    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
-    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
-    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    model: Optional[Path] = MODEL,
+    language: Optional[str] = LANGUAGE,
+    no_ui: bool = NO_UI,
+    host: str = UI_HOST_OPTION,
+    port: int = UI_PORT_OPTION,
     token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
     attach: bool = typer.Option(False, "--attach", help="No SOURCE: analyse the session `cht ingest` records."),
     timeout: str = typer.Option("30s", "--timeout", help="--attach: how long to wait for the ingest's session."),
@@ -308,8 +324,8 @@ def demo(
     session_id: Optional[str] = typer.Option(None, "--session", help="Name the session."),
     max_segment: str = typer.Option("30m", "--max-segment", help="Start a new segment after this long."),
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript."),
-    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
-    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    no_ui: bool = NO_UI,
+    port: int = UI_PORT_OPTION,
 ) -> None:
     raise typer.Exit(_record("demo", session_id=session_id, append=False, fast=False,
                              max_segment=max_segment, min_free="64M", transcribe=not no_transcribe,
@@ -328,12 +344,12 @@ def ingest(
     no_relay: bool = typer.Option(False, "--no-relay", help="No live MPEG-TS relay for viewers."),
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, waveform or transcript."),
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcripts (`cht transcribe` later)."),
-    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
-    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
-    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
-    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
-    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    min_scene: str = MIN_SCENE,
+    model: Optional[Path] = MODEL,
+    language: Optional[str] = LANGUAGE,
+    no_ui: bool = NO_UI,
+    host: str = UI_HOST_OPTION,
+    port: int = UI_PORT_OPTION,
     token: Optional[str] = typer.Option(None, "--token", help="Token for the relay and the web UI "
                                         "(default: generated when either is exposed)."),
 ) -> None:
@@ -376,13 +392,7 @@ def ingest(
         err.print(f"listening on {endpoint.label}")
     if relay is not None:
         err.print(f"relay: {relay.url()} (MPEG-TS; ffplay or VLC open it)")
-    if web is not None:
-        try:
-            web.start()
-            err.print(f"timeline: {web.url()}")
-        except ChtError as exc:
-            err.print(f"warning: {exc}")
-            web = None
+    web = _start_web(web)
     analysed = ", ".join(stages) if stages else "nothing (--no-analyze)"
     err.print(f"every room is analysed here: {analysed}   (Ctrl-C stops the service)")
     while not stop:
@@ -399,12 +409,12 @@ def follow(
     target: str = typer.Argument(..., metavar="ID|DIR", help="A session id in the data dir, or a session dir."),
     stages: str = typer.Option(",".join(("scenes", "waveform", "transcript")), "--stages",
                                help="Which stages to run, comma-separated: scenes,waveform,transcript."),
-    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
-    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
-    no_ui: bool = typer.Option(False, "--no-ui", help="No web timeline."),
-    host: str = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token)."),
-    port: int = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy)."),
+    min_scene: str = MIN_SCENE,
+    model: Optional[Path] = MODEL,
+    language: Optional[str] = LANGUAGE,
+    no_ui: bool = NO_UI,
+    host: str = UI_HOST_OPTION,
+    port: int = UI_PORT_OPTION,
     token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
 ) -> None:
     from cht.stages import parse_stages
@@ -521,7 +531,7 @@ def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
 @app.command(help="Re-run scene detection and the waveform on a finished session, replacing their files.")
 def analyze(
     session_id: str = typer.Argument(..., metavar="ID"),
-    min_scene: str = typer.Option("2s", "--min-scene", help="Changes closer than this to the last are not new scenes."),
+    min_scene: str = MIN_SCENE,
 ) -> None:
     scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
     session = Session.open(State.data_dir, session_id)
@@ -540,8 +550,8 @@ def analyze(
 def transcribe(
     session_id: str = typer.Argument(..., metavar="ID"),
     redo: bool = typer.Option(False, "--all", help="Transcribe the whole session again, replacing the transcript."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base)."),
-    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect)."),
+    model: Optional[Path] = MODEL,
+    language: Optional[str] = LANGUAGE,
 ) -> None:
     from cht.offline import transcribe_session
     from cht.transcribe.model import check_language

@@ -17,7 +17,7 @@ from cht.control import ControlServer
 from cht.errors import SessionError
 from cht.follower import Follower
 from cht.lifecycle import Lifecycle
-from cht.session import Manifest, Session, take_lock
+from cht.session import Manifest, Session, lock_holder, take_lock
 
 log = logging.getLogger("cht.lifecycle")
 
@@ -29,11 +29,7 @@ def claim_analysis(session: Session) -> int:
     path = session.root / ANALYSIS_LOCK
     fd = take_lock(path)
     if fd is None:
-        try:
-            pid = path.read_text().strip() or "?"
-        except OSError:
-            pid = "?"
-        raise SessionError(f"session {session.id} is already being analysed (pid {pid}): "
+        raise SessionError(f"session {session.id} is already being analysed (pid {lock_holder(path)}): "
                            "stop that first, or record with --no-analyze")
     return fd
 

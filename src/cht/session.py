@@ -443,6 +443,14 @@ def take_lock(path: Path) -> int | None:
     return fd
 
 
+def lock_holder(path: Path) -> str:
+    """The pid a lock file names (for the message that says who holds it), or "?"."""
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def lock_held(path: Path) -> bool:
     """True while some process holds the lock on `path`."""
     try:

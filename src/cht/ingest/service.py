@@ -28,7 +28,7 @@ from cht.ingest.endpoints import Endpoint
 from cht.ingest.listeners import SrtListener, TcpListener
 from cht.ingest.relay import Relay
 from cht.recording import Recording
-from cht.session import Session, atomic_write_text, iso, take_lock
+from cht.session import Session, atomic_write_text, iso, lock_holder, take_lock
 from cht.stages import StageConfig
 
 log = logging.getLogger("cht.ingest")
@@ -143,11 +143,7 @@ class IngestService:
         path = self.data_dir / LOCK
         self._lock_fd = take_lock(path)
         if self._lock_fd is None:
-            try:
-                pid = path.read_text().strip() or "?"
-            except OSError:
-                pid = "?"
-            raise SessionError(f"an ingest service (pid {pid}) already serves {self.data_dir}: "
+            raise SessionError(f"an ingest service (pid {lock_holder(path)}) already serves {self.data_dir}: "
                                "stop it first, or use another --data-dir")
 
     def _release_lock(self) -> None:
