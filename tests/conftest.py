@@ -43,6 +43,29 @@ def make_media(path: Path, seconds: float, *, video: bool = True, audio: bool = 
     return path
 
 
+def part(path: Path, seconds: float, size: str, rate: int, offset: float = 0.0, gop: int = 30) -> Path:
+    """MPEG-TS with timestamps starting at `offset` (so parts follow on as one stream would)."""
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+                    "-f", "lavfi", "-i", f"testsrc2=s={size}:r=30:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=f=440:r={rate}:d={seconds}",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-keyint_min", str(gop),
+                    "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", str(rate),
+                    "-output_ts_offset", str(offset), "-f", "mpegts", str(path)], check=True)
+    return path
+
+
+def send_paced(sock, path: Path, seconds: float) -> None:
+    """Send a file at its own pace (bytes spread evenly over its duration), in TS packets."""
+    data = path.read_bytes()
+    step = 188 * 40
+    start = time.monotonic()
+    for i in range(0, len(data), step):
+        due = start + seconds * i / len(data)
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        sock.sendall(data[i:i + step])
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,17 +76,18 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def listening(port: int) -> bool:
-    """True once some process listens on this TCP port (read from /proc: connecting to
-    an ffmpeg listener would use up its one client)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def listening(port: int, udp: bool = False) -> bool:
+    """True once some process listens on this TCP port, or has bound this UDP port (read from
+    /proc: connecting to an ffmpeg listener would use up its one client)."""
+    tables, state = (("/proc/net/udp", "/proc/net/udp6"), "07") if udp else (("/proc/net/tcp", "/proc/net/tcp6"), "0A")
+    for table in tables:
         try:
             rows = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for row in rows:
             fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
 
