@@ -1,9 +1,13 @@
 """kill -9 of `cht record` itself, timed to land on the moments that matter: a segment
-rotation, a manifest write, a transcript append. Each time `cht rebuild` must recover every
-segment (each decodes to its end) and every transcript line written before the kill; the
-session then continues (`--append`) and the next kill comes. Torn last lines of
-transcript.jsonl and frames.jsonl are ignored with a warning, and `cht transcribe` fills in
-what the kills left untranscribed."""
+rotation, a manifest write (while its temporary file exists, when the poll catches it), a
+transcript append. What the kill leaves is checked *before any repair*: manifest.json is
+whole and every segment it lists decodes to its end; every transcript line is whole but the
+last, and says the talk's words at their times; at most the last two segments (the one a
+rotation just closed, the one it began) are missing from the manifest. Then the repairs, and
+what each restores: `cht rebuild` lists the segments the manifest missed, cut back to their
+last complete fragment (it never touches the transcript); `cht transcribe` transcribes what
+the kills left untranscribed and keeps every line written before. Torn last lines of
+transcript.jsonl and frames.jsonl are ignored with a warning."""
 
 from __future__ import annotations
 
@@ -36,6 +40,10 @@ def _mtime(path: Path) -> int:
         return -1
 
 
+def _bytes(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
 def _writers_of(root: Path) -> list[int]:
     """Processes still holding the session's segments (the orphaned recorder finishing)."""
     pids = []
@@ -52,29 +60,64 @@ def _writers_of(root: Path) -> list[int]:
 MOMENTS = {
     # what to watch: a function of the session dir whose change is the moment to kill
     "segment rotation": lambda root: len(list((root / "segments").glob("seg_*.mp4"))),
-    "manifest write": lambda root: _mtime(root / "manifest.json"),
+    # during the write: the temporary file exists between open and rename (or, if the poll
+    # misses that window, the moment after the rename)
+    "manifest write": lambda root: (root / ".manifest.json.tmp").exists() or _mtime(root / "manifest.json"),
     "transcript append": lambda root: _size(root / "transcript.jsonl"),
 }
+
+
+def _as_left(root: Path, truth: list, moment: str, kills: int) -> list[str]:
+    """What a kill left, checked before any repair; returns the transcript's rows."""
+    manifest = json.loads((root / "manifest.json").read_text())  # whole: written to a temp file, renamed
+    files = sorted(p.name for p in (root / "segments").glob("seg_*.mp4"))
+    listed = [Path(s["file"]).name for s in manifest["segments"]]
+    assert set(listed) <= set(files), (moment, listed, files)
+    for name in listed:
+        decode_fully(root / "segments" / name)  # closed: whole (an unlisted one may end torn)
+    missing = [f for f in files if f not in listed and (root / "segments" / f).stat().st_size > 0]
+    # the manifest is saved on the watchdog's tick after a rotation: a kill between the two
+    # leaves the segment just closed and the one just begun unlisted, never more
+    assert len(missing) <= 2, (moment, "more than the last two segments are unlisted", missing)
+    rows = (root / "transcript.jsonl").read_bytes().split(b"\n") if (root / "transcript.jsonl").exists() else []
+    whole, torn = [], 0
+    for row in rows[:-1]:  # each ends in a newline: whole, or torn by an earlier kill mid-append
+        try:
+            whole.append(json.loads(row))
+        except ValueError:
+            torn += 1
+    assert torn <= kills, (moment, f"{torn} torn lines after {kills} kills")
+    for line in whole:
+        for w in line.get("words", []):
+            assert any(norm(w["word"]) == t and abs(w["start"] - a) <= 1.0 for t, a, _ in truth) \
+                or norm(w["word"]) in ("fail", "failed"), (moment, w)
+    return [json.dumps(line, sort_keys=True) for line in whole]
 
 
 def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_path):
     src = tmp_path / "talk.mp4"
     truth = [(norm(w), a, b) for w, a, b in make_speech_video(src, [1.0, 9.0, 17.0], 26.0)]
     root = cht.session_dir("app")
+    written: list[str] = []
     for n, (moment, watch) in enumerate(MOMENTS.items()):
         args = ["record", "--no-ui", "--language", "en", "--max-segment", "2s", "--session", "app", str(src)]
         proc = cht.start(*args[:-1], *(["--append"] if n else []), args[-1])
         wait_for(lambda: (root / "manifest.json").exists() and proc.poll() is None, 30, what="recording")
         time.sleep(3.0 if moment != "transcript append" else 0.0)
         before = watch(root)
-        wait_for(lambda: watch(root) != before or proc.poll() is not None, 60, 0.002, what=moment)
+        wait_for(lambda: watch(root) != before or proc.poll() is not None, 60, 0.001, what=moment)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         wait_for(lambda: not _writers_of(root), 20, what="the orphaned recorder to finish")
-        written = [line.to_json() for line in read_lines(root / "transcript.jsonl")]
+        if moment == "manifest write":  # a temporary file left behind: the kill came mid-write
+            print("manifest write:", "killed during" if (root / ".manifest.json.tmp").exists() else "killed just after")
+        rows = _as_left(root, truth, moment, n + 1)
+        assert rows[:len(written)] == written, (moment, "a line written before was changed")
+        written = rows
         files = sorted(p.name for p in (root / "segments").glob("seg_*.mp4"))
+        transcript = _bytes(root / "transcript.jsonl")
 
-        result = cht.run("rebuild", "app")
+        result = cht.run("rebuild", "app")  # the repair: the manifest from the files
         assert result.returncode == 0, (moment, result.stderr)
         manifest = cht.manifest("app")
         assert manifest["state"] == "crashed", moment
@@ -84,7 +127,7 @@ def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_pa
         assert set(listed) <= set(files)
         for seg in manifest["segments"]:
             decode_fully(root / seg["file"])
-        assert [line.to_json() for line in read_lines(root / "transcript.jsonl")] == written, moment
+        assert _bytes(root / "transcript.jsonl") == transcript, "rebuild never touches the transcript"
 
     # a kill in the middle of an append leaves a torn line: it is ignored, with a warning
     with open(root / "transcript.jsonl", "a") as f:
@@ -94,9 +137,11 @@ def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_pa
     exported = cht.run("export", "app", "-f", "txt")
     assert exported.returncode == 0, exported.stderr
     assert "cut short" in exported.stderr
-    info = cht.run("transcribe", "app", "--language", "en", timeout=300)
+    info = cht.run("transcribe", "app", "--language", "en", timeout=300)  # the repair of the transcript
     assert info.returncode == 0, info.stderr
     index = json.loads((root / "transcript" / "index.json").read_text())
     assert index["complete"] and not index["pending"], index  # nothing recorded is left untranscribed
+    after = {json.dumps(json.loads(line.to_json()), sort_keys=True) for line in read_lines(root / "transcript.jsonl")}
+    assert set(written) <= after, "cht transcribe keeps every line written before the kills"
     heard = {w for w, _, _ in transcript_words(root)}
     assert heard and heard <= {w for w, _, _ in truth} | {"fail", "failed"}, heard  # the talk's words only

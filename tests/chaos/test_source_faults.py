@@ -6,39 +6,13 @@ over; every segment decodes to its end; what was sent is recorded; the disconnec
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from cht.media.ffmpeg import ffmpeg_exe
-from conftest import Cht, decode_fully, wait_for
+from conftest import Cht, decode_fully, part, send_paced, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def part(path: Path, seconds: float, size: str, rate: int, offset: float = 0.0, gop: int = 30) -> Path:
-    """MPEG-TS with timestamps starting at `offset` (so parts follow on as one stream would)."""
-    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
-                    "-f", "lavfi", "-i", f"testsrc2=s={size}:r=30:d={seconds}",
-                    "-f", "lavfi", "-i", f"sine=f=440:r={rate}:d={seconds}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-keyint_min", str(gop),
-                    "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", str(rate),
-                    "-output_ts_offset", str(offset), "-f", "mpegts", str(path)], check=True)
-    return path
-
-
-def send_paced(sock: socket.socket, path: Path, seconds: float) -> None:
-    """Send a file at its own pace (bytes spread evenly over its duration), in TS packets."""
-    data = path.read_bytes()
-    step = 188 * 40
-    start = time.monotonic()
-    for i in range(0, len(data), step):
-        due = start + seconds * i / len(data)
-        if due > time.monotonic():
-            time.sleep(due - time.monotonic())
-        sock.sendall(data[i:i + step])
 
 
 def test_stall_format_changes_disconnect_and_no_keyframe_for_30s(cht: Cht, tmp_path):
@@ -47,7 +21,7 @@ def test_stall_format_changes_disconnect_and_no_keyframe_for_30s(cht: Cht, tmp_p
     no_key = part(tmp_path / "c.ts", 30, "640x360", 48000, gop=100000)
     port = _free_port()
     ingest = cht.start("ingest", "--listen", f"tcp://127.0.0.1:{port}", "--grace", "20s", "--no-relay")
-    from cht.ingest.attach import service_answers
+    from cht.watch import service_answers
 
     wait_for(lambda: service_answers(cht.data_dir), 20, what="the ingest service")
     try:
@@ -68,8 +42,10 @@ def test_stall_format_changes_disconnect_and_no_keyframe_for_30s(cht: Cht, tmp_p
     manifest = cht.manifest(session)
     assert manifest["state"] == "stopped", manifest
     first, second = manifest["segments"]
-    assert first["duration"] == pytest.approx(12.0, abs=1.0)  # both formats, the stall not in the media
-    assert second["duration"] == pytest.approx(30.0, abs=1.0)  # fragments every second, keyframes or not
+    # what was sent is recorded, to within a frame or two: a clean disconnect loses nothing
+    # (measured: 12.000 and 30.037 s)
+    assert first["duration"] == pytest.approx(12.0, abs=0.1)  # both formats, the stall not in the media
+    assert second["duration"] == pytest.approx(30.0, abs=0.1)  # fragments every second, keyframes or not
     (gap,) = manifest["gaps"]
     assert gap["end"] - gap["start"] >= 3.0  # the stall and the disconnect: wall time with no media
     for seg in manifest["segments"]:
