@@ -420,8 +420,8 @@ def follow(
     from cht.stages import parse_stages
     from cht.watch import WatchedSession
 
-    session = _session_at(target)
     names = parse_stages(stages)
+    session = _session_at(target)
     names, config = _stage_config(analyze=True, transcribe=True, model=model, language=language,
                                   min_scene=min_scene, stages=names)
     bus = ev.EventBus()
