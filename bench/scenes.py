@@ -1,19 +1,22 @@
-"""Scene detection: cht against PySceneDetect on the same lecture-like video, in one run.
+"""Scene detection: cht against PySceneDetect on generated decks of every size and style, in one run.
 
-A 10-minute 1280x720 30 fps lecture (slides with bullets revealed one at a time, cuts to a
-moving pattern, a gliding pointer, a blinking cursor and a webcam box; known change times)
-is recorded into a cht session, then:
+Each deck (tests/synthetic.py `deck`, random per seed) is a talk with known changes of six
+kinds — a bullet line added, 2-4 characters added, a bullet fading in (0.3-1 s), a page turn,
+a dissolve to the next slide (0.5-1.5 s), a cut to a camera and back — and distractors that
+must not count: a webcam box, a pointer that glides and rests, blinking cursors on code slides
+and videos playing inside slides. The default matrix: 1280×720, 1920×1080 and 3840×2160, light
+and dark themes, x264 crf 18 and crf 30, 25 fps, 2 s GOP.
 
-* cht: `analyze_offline` on the recorded session — decode, slide/scene detection, keyframe
-  JPEGs and the waveform (the stream-copy recording itself is not timed);
+Per deck, the same file goes through:
+
+* cht: decoding the way analysis does (reference frames only, no deblocking, 4 frames a
+  second converted) and `SlideChangeDetector`, one process (`synthetic.detect_file`);
 * PySceneDetect 0.7 `ContentDetector()` and `AdaptiveDetector()` with their defaults.
 
-Wall time, CPU time (this process with all its threads, plus cht's worker processes) and
-F1 at ±1 s. Then the live share: the CPU
-the `cht record` process spends (analysis included, the ffmpeg recorder excluded) while it
-records a 720p30 lecture at real pace.
+Wall and CPU time (this process, all threads) and precision, recall, F1 at ±0.5 s of each
+change (of a fade's or dissolve's middle), one-to-one, with recall per change kind.
 
-    pip install -e '.[bench]' && python bench/scenes.py [--minutes 10] [--live-seconds 60]
+    pip install -e '.[bench]' && python bench/scenes.py [--seconds 120] [--seed 100]
 """
 
 from __future__ import annotations
@@ -22,27 +25,24 @@ import argparse
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from synthetic import f1, lecture, render  # noqa: E402
+from synthetic import deck, detect_file, render_deck, scores
 
-from cht import events as ev  # noqa: E402
-from cht.analyze.pipeline import analyze_offline  # noqa: E402
-from cht.session import Session  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
+KINDS = ("bullet", "small", "fade", "slide", "dissolve", "cut")
+MATRIX = (((1280, 720), "light", 30), ((1280, 720), "dark", 18), ((1920, 1080), "dark", 30),
+          ((1920, 1080), "light", 18), ((3840, 2160), "light", 30), ((3840, 2160), "dark", 18))
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (cht's analysis workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
 
 
 def timed(fn):
@@ -51,17 +51,8 @@ def timed(fn):
     return result, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def record(video: Path, data: Path) -> Session:
-    """The video as a cht session (stream copy, not timed: PySceneDetect reads the file)."""
-    env = {**os.environ, "CHT_DATA_DIR": str(data)}
-    subprocess.run([sys.executable, "-m", "cht.cli", "record", "--fast", "--no-analyze", "--session", "bench",
-                    str(video)], env=env, check=True, capture_output=True)
-    return Session.open(data, "bench")
-
-
-def run_cht(session: Session) -> list[float]:
-    frames = analyze_offline(session.root, session.current_manifest().segments, ev.EventBus())
-    return [f.t for f in frames if f.kind == "scene"]
+def run_cht(video: Path) -> list[float]:
+    return [d.t for d in detect_file(video) if d.kind == "scene"]
 
 
 def run_pyscenedetect(video: Path, detector) -> list[float]:
@@ -71,56 +62,48 @@ def run_pyscenedetect(video: Path, detector) -> list[float]:
     return [start.seconds for start, _ in scenes[1:]]
 
 
-def live_share(video: Path, data: Path) -> tuple[float, float]:
-    """(CPU seconds of the cht process, wall seconds) while recording + analysing live."""
-    env = {**os.environ, "CHT_DATA_DIR": str(data)}
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "cht.cli", "record", "--session", "live", str(video)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cpu = 0.0
-    while proc.poll() is None:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / TICK  # this process only, not its children
-        except (OSError, IndexError):
-            pass
-        time.sleep(0.2)
-    return cpu, time.monotonic() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--live-seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=120, help="length of a 720p/1080p deck (4K: half)")
+    parser.add_argument("--seed", type=int, default=100, help="seed of the first deck (then +1 per deck)")
+    parser.add_argument("--only", default="", help="run only decks whose name contains this (e.g. 3840)")
+    parser.add_argument("--no-pyscenedetect", action="store_true")
     opts = parser.parse_args()
     from scenedetect import AdaptiveDetector, ContentDetector
 
-    duration = opts.minutes * 60
-    spec = lecture(duration=duration, cuts=tuple((20.0 + 60 * k, 4.0) for k in range(int(duration // 60))))
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        video = render(spec, tmp / "lecture.mp4")
-        session = record(video, tmp / "d")
-        rows.append(("cht analyze (decode, detect, JPEGs, waveform)", *timed(lambda: run_cht(session))))
-        rows.append(("PySceneDetect ContentDetector()", *timed(lambda: run_pyscenedetect(video, ContentDetector()))))
-        rows.append(("PySceneDetect AdaptiveDetector()", *timed(lambda: run_pyscenedetect(video, AdaptiveDetector()))))
-        live_spec = lecture(duration=opts.live_seconds)
-        live_video = render(live_spec, tmp / "live.mp4")
-        cpu, wall = live_share(live_video, tmp / "l")
-
     print(f"machine: {platform.node()} ({os.cpu_count()} cores, {platform.machine()}), "
-          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-    print(f"video: {opts.minutes:g} min 1280x720 30 fps H.264, {len(spec.changes)} known changes "
-          f"({sum(len(s.bullets) for s in spec.slides)} one-line additions, {len(spec.cuts)} cuts)\n")
-    print("| detector | wall s | CPU s | × real time | precision | recall | F1 (±1 s) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, found, wall_s, cpu_s in rows:
-        p, r, score = f1(found, spec.changes)
-        print(f"| {name} | {wall_s:.1f} | {cpu_s:.1f} | {duration / wall_s:.0f}× | {p:.3f} | {r:.3f} | {score:.3f} |")
-    print(f"\nlive: `cht record` of a {opts.live_seconds:g} s 720p30 lecture at real pace: the cht process "
-          f"(analysis included, recorder excluded) used {cpu:.1f} CPU-s in {wall:.1f} s = "
-          f"{100 * cpu / wall:.1f} % of one core")
+          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}\n")
+    head = "| deck | s | changes | detector | wall s | CPU s | × real time | P | R | F1 | " + \
+           " | ".join(f"R {k}" for k in KINDS) + " |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    misses = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (size, theme, crf) in enumerate(MATRIX):
+            name = f"{size[0]}x{size[1]} {theme} crf {crf}"
+            if opts.only and opts.only not in name:
+                continue
+            seconds = opts.seconds / 2 if size[0] > 2000 else opts.seconds
+            spec = deck(opts.seed + i, seconds, size, theme)
+            video = render_deck(spec, Path(tmp) / f"deck{i}.mp4", crf=crf)
+            runs = [("cht", partial(run_cht, video))]
+            if not opts.no_pyscenedetect:
+                runs += [("PySceneDetect Content", partial(run_pyscenedetect, video, ContentDetector())),
+                         ("PySceneDetect Adaptive", partial(run_pyscenedetect, video, AdaptiveDetector()))]
+            for label, fn in runs:
+                found, wall, cpu = timed(fn)
+                s = scores(found, spec)
+                kinds = " | ".join(f"{s[f'recall_{k}']:.2f} ({s[f'n_{k}']})" if f"n_{k}" in s else "–" for k in KINDS)
+                print(f"| {name} | {seconds:g} | {s['true']} | {label} | {wall:.1f} | {cpu:.1f} | "
+                      f"{seconds / wall:.0f}× | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {kinds} |",
+                      flush=True)
+                if label == "cht":
+                    extra = [round(t, 2) for t in found if min(abs(t - c.t) for c in spec.changes) > 0.5]
+                    misses.append(f"{name}: missed {s['missed']}, extra {extra}")
+            os.unlink(video)
+    print("\ncht's misses and extra detections (t, kind):")
+    for line in misses:
+        print(f"- {line}")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def f1(found: list[float], truth: list[float], tolerance: float = 1.0) -> tuple[
 # -- Decks: slides at any size and style, with known changes of every kind --------------------
 
 MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
-SMALL_TEXTS = ("ok", "n=3", "[1]", "✓", "42", "v2", "x=0", "(*)", "+1", "done", "p<.05", "2x")
+SMALL_TEXTS = ("ok", "n=3", "[1]", "✓ 1", "42", "v2", "x=0", "(*)", "+1", "done", "p<.1", "2x")
 CODE = ("for x in xs:", "    y = f(x)", "    if y > best:", "        best = y", "return best", "def f(x):",
         "    return x * x", "import numpy as np", "loss.backward()", "opt.step()", "print(loss)")
 THEMES = {  # background, header band, title, text, accent colours per theme
@@ -187,11 +187,12 @@ class Deck:
 
 def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720), theme: str = "light",
          kinds: tuple[str, ...] = ("bullet", "small", "fade", "slide", "dissolve", "cut"),
-         video_slides: bool = True, code_slides: bool = True) -> Deck:
+         video_slides: bool = True, code_slides: bool = True, first: str | None = None) -> Deck:
     """A random talk (repeatable per seed): slides with a header band, title, bullets or code,
     changed by `kinds` one at a time, 3-5 s apart; text size, positions, colours and words
     come from the seed. Distractors throughout: a webcam box, a pointer that glides and rests,
-    blinking cursors on code slides and a video playing inside some slides."""
+    blinking cursors on code slides and a video playing inside some slides. `first` forces
+    the first slide's flavour (text, code or video); with no `kinds` nothing changes."""
     import random
 
     rng = random.Random(seed)
@@ -210,6 +211,8 @@ def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720),
         """Start a slide at t0 (fading in over `fade` s); its elements end when the next begins."""
         flavour = rng.choices(("text", "code", "video"),
                               (3, 1 if code_slides else 0, 1 if video_slides else 0))[0]
+        if first and not state.get("slides"):
+            flavour = first
         n = len(state.get("slides", [])) + 1
         left = W * rng.uniform(0.05, 0.1)
         right = W * (0.5 if flavour == "video" else 0.93)
@@ -260,7 +263,7 @@ def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720),
 
     new_slide(0.0, 0.0)
     t = rng.uniform(3, 4.5)
-    while t < duration - 3.5:
+    while kinds and t < duration - 3.5:
         kind = rng.choice(kinds)
         if kind in ("bullet", "fade", "small") and not state["lines"] and kind == "small":
             kind = "bullet"
@@ -274,12 +277,11 @@ def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720),
             f = line.size * rng.choice((1.0, 1.0, 0.7))
             width = len(line.text) * line.size * (0.6 if line.font == MONO else 0.56)
             x = line.x + width + line.size * 0.6
-            if x + len(text) * f * 0.65 > W * 0.97 or any(e.text.endswith(line.text) and e is not line for e in []):
+            if x + len(text) * f * 0.65 > W * 0.97:
                 x = rng.uniform(W * 0.3, W * 0.8)
                 item = Element(text, x, H * 0.88, f, line.colour, t, math.inf)
             else:
                 item = Element(text, x, line.y + (line.size - f), f, line.colour, t, math.inf)
-            line.text += " " * 0  # the line stays as it was; the addition is its own element
             elements.append(item)
             state["slides"][-1].append(item)
             changes.append(Change(t, "small"))
@@ -317,8 +319,10 @@ def _alpha(e: Element) -> str:
     return "*".join(parts) or "1"
 
 
-def render_deck(spec: Deck, path: Path, *, crf: int = 23, rate: int = 25, preset: str = "veryfast") -> Path:
-    """The deck as an H.264 file (no sound), x264 at `crf` with a 2 s GOP."""
+def render_deck(spec: Deck, path: Path, *, crf: int = 23, rate: int = 25, preset: str = "veryfast",
+                grain: int = 0) -> Path:
+    """The deck as an H.264 file (no sound), x264 at `crf` with a 2 s GOP; `grain` adds that
+    much temporal noise to the slides (a filmed projector, a lossy capture card)."""
     W, H = spec.size
     d = spec.duration
     draws = [f"drawbox=x=0:y=0:w={W}:h={int(H * 0.14)}:color={spec.band}:t=fill"]
@@ -333,7 +337,8 @@ def render_deck(spec: Deck, path: Path, *, crf: int = 23, rate: int = 25, preset
     for a, b, x, y, period in spec.cursors:
         draws.append(f"drawbox=x={x}:y={y}:w={max(2, W // 640)}:h={int(H * 0.045)}:color={ink}:t=fill:"
                      f"enable='between(t,{a:.3f},{min(b, d + 1):.3f})*lt(mod(t,{period:.3f}),{period / 2:.3f})'")
-    graph = [f"color=c={spec.background}:s={W}x{H}:r={rate}:d={d},format=yuv420p,{','.join(draws)}[slides]"]
+    noise = f",noise=alls={grain}:allf=t" if grain else ""
+    graph = [f"color=c={spec.background}:s={W}x{H}:r={rate}:d={d},format=yuv420p,{','.join(draws)}{noise}[slides]"]
     last = "slides"
     for k, (a, b, (x, y, w, h)) in enumerate(spec.videos):
         graph.append(f"testsrc2=s={w}x{h}:r={rate}:d={d},hue=h=40*t[vid{k}]")

@@ -137,12 +137,10 @@ class SceneOptions:
     width: int = 320  # pixels: frames are compared as grey images this wide, each pixel an area mean
     block: int = 2  # pixels of that image: the grid cell (160×90 cells at 16:9, whatever the source size)
     min_level: float = 12.0  # grey levels: the least a cell must move by, however clean the stream
-    noise_factor: float = 3.0  # a cell changes when it moves by this many times the measured noise floor
+    noise_factor: float = 4.0  # a cell changes when it moves by this many times the measured noise
     noise_share: float = 0.5  # a cell moving by less than this share of its own contrast may be noise
-    noise_cells: int = 200  # cells with detail a static pair needs to measure the noise (1.4 % of the grid)
-    noise_quantile: float = 0.9  # which of the recent static pairs' noise sets the floor (high: keyframes)
-    noise_window: int = 64  # static sample pairs remembered for the noise floor (16 s at 4 fps)
-    static_share: float = 0.005  # share of changed cells below which a sample pair counts as static
+    noise_cells: int = 200  # cells with detail a sample pair needs to measure the noise (1.4 % of the grid)
+    noise_window: int = 64  # sample pairs whose median noise sets the threshold (16 s at 4 fps)
     settle_s: float = 0.5  # seconds a cell must stay still before it counts towards a slide change
     min_cells: int = 3  # cells of new content that make a change (2-4 characters cover more)
     absorb_s: float = 2.0  # seconds after which smaller settled leftovers are accepted silently

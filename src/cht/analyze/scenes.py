@@ -8,9 +8,9 @@ bitrate:
   keeps its ink (a 4K frame is not point-sampled into missing thin strokes) and compression
   noise averages out; the grid is 2×2 of those pixels, a fixed share of the picture;
 * a cell changes when its largest pixel difference passes `noise_factor` times the noise
-  floor, measured on the session's own static frames (the 99.9th percentile of cell
-  differences between consecutive samples where nothing changed, taken high over the last
-  `noise_window` such pairs so the keyframe re-quantisation every GOP is included);
+  this very stream shows (the median move, over the last `noise_window` sample pairs, of the
+  cells with detail that move by less than half their contrast: re-quantised text edges,
+  grain), and never less than `min_level`;
 * new content may be as small as `min_cells` cells (two or three characters): what keeps a
   pointer, a blinking cursor, a webcam box, a video in a slide and noise out is how they
   behave in time, not their size.
@@ -26,9 +26,11 @@ Two kinds of change:
 What must not count, and why it does not:
 
 * live video (a webcam box, a video in a slide, a blinking cursor, a pointer's path): a cell
-  that moves one way and then back within `reversal_s` is live for `live_hold_s`, and so is
-  a cell that moved in a large share of samples over the last half minute; live cells and
-  their neighbours are left out. A fade or a dissolve moves its cells one way only.
+  that moves one way and then back within `reversal_s` is live for `live_hold_s`. Cells that
+  did so twice lately, or that keep moving (a share `video_rate` of the samples over about
+  `video_tau_s`), are video, and the box around each group of them is a video region, still
+  parts and moving edges included; live cells, their neighbours and video regions are left
+  out. A fade or a dissolve moves its cells one way only, so it is never live.
 * a pointer coming to rest (or leaving the place it rested): its last steps leave cells
   that went and came back once, near it and at about the same time (`trail_s`). A small
   settled change with such a trail around it is the pointer; it is taken into the saved
@@ -99,11 +101,12 @@ class SlideChangeDetector:
         self._prev_fraction = 0.0
         self._pending_cut: tuple[float, float] | None = None  # (t, fraction) of a cut out of motion
         self._last_detection = float("-inf")
-        self._static: deque[float] = deque(maxlen=self.o.noise_window)  # noise of recent static pairs
+        self._noise: deque[float] = deque(maxlen=self.o.noise_window)  # noise of recent sample pairs
 
     def _start(self, t: float, image: np.ndarray) -> None:
         shape = self._grid(image)
         self._prev, self._ref = image, image.copy()
+        self._ref_t = t  # when the saved picture was taken
         never = np.full(shape, -1e9)
         self._last_move = np.full(shape, t)  # per cell: when it last moved
         self._onset = np.full(shape, t)  # when its current movement began (middle of that sample interval)
@@ -117,16 +120,18 @@ class SlideChangeDetector:
         self._live = np.zeros(shape, bool)  # live video, cursors, pointer paths as of the last sample
         self._last_detection = self._prev_t = t
 
-    def _measure_noise(self, image: np.ndarray, size: np.ndarray, t: float) -> None:
-        """The noise of a static pair, where compression noise lives: in cells with detail
-        (text, edges), moving by a small share of their own contrast. Its 99th percentile
-        there: a pointer or a moving part of a video moves a cell by about its whole contrast
-        and covers far less than 1 % of those cells, so neither is taken for noise."""
+    def _measure_noise(self, image: np.ndarray, size: np.ndarray) -> None:
+        """The noise of this pair where compression noise lives: in cells with detail (text,
+        edges; any cell once grain covers the picture) that move by less than half their own
+        contrast. Their median move: a pointer, new text or a moving part of a video moves a
+        cell by about its whole contrast and covers far fewer cells. Live cells are left out
+        unless they are most of the picture (then the threshold is below the noise itself)."""
         detail = np.maximum(self._detail(image), self._detail(self._prev))
-        cells = (detail >= 2 * self.o.min_level) & ~self._live
-        cells &= size <= self.o.noise_share * detail
+        cells = (detail >= 2 * self.o.min_level) & (size <= self.o.noise_share * detail)
+        if self._live.mean() < 0.5:
+            cells &= ~self._live
         if cells.sum() >= self.o.noise_cells:
-            self._static.append(float(np.quantile(size[cells], 0.99)))
+            self._noise.append(float(np.median(size[cells])))
 
     def _detail(self, image: np.ndarray) -> np.ndarray:
         rows, cols = self._grid(image)
@@ -137,7 +142,7 @@ class SlideChangeDetector:
     def threshold(self) -> float:
         """Grey levels a cell must move by to count: a multiple of the measured noise floor."""
         o = self.o
-        noise = float(np.quantile(self._static, o.noise_quantile)) if self._static else 0.0
+        noise = float(np.median(self._noise)) if self._noise else 0.0
         return max(o.min_level, o.noise_factor * noise)
 
     def process(self, t: float, image: np.ndarray) -> Detection | None:
@@ -148,14 +153,11 @@ class SlideChangeDetector:
         o = self.o
         thr = self.threshold
         size, sign = self._cell_diff(image, self._prev)
+        self._measure_noise(image, size)
+        thr = self.threshold
         moved = size > thr / 2
-        changed = size > thr
-        fraction = float(changed.mean())
+        fraction = float((size > thr).mean())
         calm_before = self._prev_fraction < o.cut_fraction / 2
-        if fraction < o.static_share:  # a static pair: it measures the noise floor
-            self._measure_noise(image, size, t)
-            thr = self.threshold
-            moved, changed = size > thr / 2, size > thr
 
         # Per cell: movement episodes (for dating), reversals (live video, pointer trails).
         mid = (self._prev_t + t) / 2
@@ -187,7 +189,7 @@ class SlideChangeDetector:
                 cut = self._pending_cut
             self._pending_cut = None
         if cut is not None:
-            self._ref = image.copy()
+            self._ref, self._ref_t = image.copy(), t
             self._rate[:] = 0  # a new picture: what moved in the old one says nothing about it
             return self._report(*cut)
 
@@ -213,8 +215,12 @@ class SlideChangeDetector:
                 new[rows, cols] = True
         if not new.any():
             return None
-        self._ref = image.copy()
-        when = float(np.median((self._onset[new] + self._end[new]) / 2))
+        # Dated by the cells that moved since the saved picture; a cell that only drifted (a
+        # faint stroke in a dissolve, each step below the threshold) has no time of its own.
+        moved_since = new & (self._end >= self._ref_t)
+        when = float(np.median((self._onset[moved_since] + self._end[moved_since]) / 2)) \
+            if moved_since.any() else t - o.settle_s
+        self._ref, self._ref_t = image.copy(), t
         return self._report(when, float(new.mean()))
 
     def _pointer_trail(self, group: tuple[np.ndarray, np.ndarray]) -> bool:
