@@ -189,8 +189,8 @@ def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720),
          kinds: tuple[str, ...] = ("bullet", "small", "fade", "slide", "dissolve", "cut"),
          video_slides: bool = True, code_slides: bool = True, first: str | None = None) -> Deck:
     """A random talk (repeatable per seed): slides with a header band, title, bullets or code,
-    changed by `kinds` one at a time, 3-5 s apart; text size, positions, colours and words
-    come from the seed. Distractors throughout: a webcam box, a pointer that glides and rests,
+    changed by `kinds` one at a time, 3-5 s apart, each kind once in a random order, then
+    again; text size, positions, colours and words come from the seed. Distractors throughout: a webcam box, a pointer that glides and rests,
     blinking cursors on code slides and a video playing inside some slides. `first` forces
     the first slide's flavour (text, code or video); with no `kinds` nothing changes."""
     import random
@@ -263,8 +263,11 @@ def deck(seed: int, duration: float = 60.0, size: tuple[int, int] = (1280, 720),
 
     new_slide(0.0, 0.0)
     t = rng.uniform(3, 4.5)
+    bag: list[str] = []
     while kinds and t < duration - 3.5:
-        kind = rng.choice(kinds)
+        if not bag:  # every kind once, in a random order, then again
+            bag = rng.sample(kinds, len(kinds))
+        kind = bag.pop()
         if kind in ("bullet", "fade", "small") and not state["lines"] and kind == "small":
             kind = "bullet"
         if kind == "bullet" and add_line(t, 0.0):

@@ -16,12 +16,12 @@ from cht.analyze.scenes import SlideChangeDetector, grey
 
 pytestmark = pytest.mark.slow
 
-DECKS = {  # name: (seed, seconds, size, theme, crf)
-    "720p-light-crf30": (1, 34, (1280, 720), "light", 30),
-    "1080p-dark-crf30": (2, 34, (1920, 1080), "dark", 30),
-    "4k-light-crf18": (3, 16, (3840, 2160), "light", 18),
+ALL = ("bullet", "small", "fade", "slide", "dissolve", "cut")
+DECKS = {  # name: (seed, seconds, size, theme, crf, frame rate, kinds of change)
+    "720p-light-crf30": (1, 36, (1280, 720), "light", 30, 15, ALL),
+    "1080p-dark-crf30": (2, 36, (1920, 1080), "dark", 30, 15, ALL),
+    "4k-light-crf18": (3, 17, (3840, 2160), "light", 18, 10, ("small", "fade", "dissolve")),
 }
-KINDS = ("bullet", "small", "fade", "slide", "dissolve", "cut")
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +32,9 @@ def rendered(tmp_path_factory):
 
     def get(name):
         if name not in cache:
-            seed, seconds, size, theme, crf = DECKS[name]
-            spec = deck(seed, seconds, size, theme, kinds=KINDS)
-            cache[name] = spec, render_deck(spec, root / f"{name}.mp4", crf=crf, rate=15)
+            seed, seconds, size, theme, crf, rate, kinds = DECKS[name]
+            spec = deck(seed, seconds, size, theme, kinds=kinds)
+            cache[name] = spec, render_deck(spec, root / f"{name}.mp4", crf=crf, rate=rate)
         return cache[name]
 
     return get
@@ -45,7 +45,7 @@ def test_every_kind_of_change_is_found_once_at_any_size(rendered, name):
     spec, path = rendered(name)
     found = [d.t for d in detect_file(path) if d.kind == "scene"]
     s = scores(found, spec)  # ±0.5 s of the change (of a fade's or dissolve's middle)
-    assert len(spec.changes) >= 4
+    assert len(spec.changes) >= 3
     assert s["f1"] >= 0.95 and s["precision"] >= 0.97, f"{name}: {s}, found {found}"
 
 
@@ -53,9 +53,9 @@ def test_every_kind_of_change_is_found_once_at_any_size(rendered, name):
 def test_pointer_cursor_webcam_and_video_alone_are_not_changes(tmp_path, first):
     """A code slide (blinking cursor) or a slide with a video playing, under a pointer that
     glides and rests and a webcam box, at 1080p crf 30: nothing but the start."""
-    spec = deck(7, 14, (1920, 1080), "dark", kinds=(), first=first)
+    spec = deck(7, 10, (1920, 1080), "dark", kinds=(), first=first)
     assert (spec.cursors if first == "code" else spec.videos) and not spec.changes
-    found = detect_file(render_deck(spec, tmp_path / "still.mp4", crf=30, rate=15))
+    found = detect_file(render_deck(spec, tmp_path / "still.mp4", crf=30, rate=12))
     assert [d.kind for d in found] == ["start"], found
 
 
