@@ -3,6 +3,8 @@ half-made left behind — and the two that are not errors (no audio, no video)."
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -10,7 +12,7 @@ import time
 import av
 import pytest
 
-from conftest import Cht, decode_fully, make_media
+from conftest import Cht, decode_fully, make_media, recorder_pid, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -148,3 +150,25 @@ def test_min_free_stops_before_the_disk_is_full(small_disk, tmp_path):
     assert manifest["duration"] < 19
     refused = cht.run("record", "--min-free", "7M", str(src))
     assert_one_line_error(refused, "free", "--min-free")
+
+
+def test_a_recorder_that_keeps_failing_ends_the_session_with_exit_1(cht: Cht, tmp_path):
+    """Once the recording is live, each recorder is killed before its first fragment lands:
+    three runs in a row without media end the session as crashed, and `cht record` exits 1
+    (README: exit codes). (A source that fails before any media is a start-up error: exit 2.)"""
+    src = make_media(tmp_path / "src.mp4", 60)
+    proc = cht.start("record", "--no-analyze", "--session", "failing", str(src))
+    wait_for(lambda: (cht.session_dir("failing") / "manifest.json").exists(), 30, what="the recording to go live")
+    killed: set[int] = set()
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        pid = recorder_pid(proc.pid)
+        if pid is not None and pid not in killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (proc.returncode, err[-500:])
+    assert len(killed) == 4 and "Traceback" not in err, (killed, err[-500:])
+    manifest = cht.manifest("failing")
+    assert manifest["state"] == "crashed" and "keeps failing" in manifest["reason"], manifest

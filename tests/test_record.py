@@ -34,7 +34,7 @@ def packet_times(path, offset=0.0) -> dict[str, float]:
 
 def check_chain(manifest: dict) -> None:
     """Global offsets continuous: each segment starts where the last ended, plus its gap."""
-    gaps = {(g["start"]): g["end"] for g in manifest["gaps"]}
+    gaps = {(g["start"]): g["end"] for g in manifest["gaps"] if g["end"] > g["start"]}  # not a file set aside
     segs = manifest["segments"]
     assert segs[0]["global_start"] == 0
     for prev, seg in zip(segs, segs[1:]):
@@ -47,7 +47,7 @@ def test_recorder_killed_twice_gives_three_segments_with_gaps(cht: Cht, tmp_path
     src = make_media(tmp_path / "src.mp4", 20)
     proc = cht.start("record", str(src), "--session", "kills")
     seg_dir = cht.session_dir("kills") / "segments"
-    wait_for(lambda: (seg_dir / "seg_00000.mp4").exists(), 15, what="first segment")
+    wait_for(lambda: (seg_dir / "seg_00000.mp4").exists(), 60, what="first segment (after the model loads)")
     t0 = time.monotonic()
     kills = []
     for at in (5.0, 12.0):
@@ -97,6 +97,7 @@ def test_sigterm_stops_cleanly_and_rebuild_gives_the_same_manifest(cht: Cht, tmp
     src = make_media(tmp_path / "src.mp4", 60)
     proc = cht.start("record", str(src), "--session", "term", "--max-segment", "3s")
     seg_dir = cht.session_dir("term") / "segments"
+    wait_for(lambda: (seg_dir / "seg_00000.mp4").exists(), 60, what="the recording (after the model loads)")
     wait_for(lambda: (seg_dir / "seg_00001.mp4").exists(), 15, what="a rotation")
     __import__("os").kill(recorder_pid(proc.pid), signal.SIGKILL)  # and a restart, for two runs
     wait_for(lambda: (seg_dir / "seg_00003.mp4").exists(), 15, what="segments of the second run")
@@ -109,6 +110,13 @@ def test_sigterm_stops_cleanly_and_rebuild_gives_the_same_manifest(cht: Cht, tmp
     assert [s["file"].split("/")[1] for s in clean["segments"]] == files
     assert len({s["run"] for s in clean["segments"]}) == 2
     check_chain(clean)
+    # rotation leaves no gap: the one gap is the restart; within a run each segment starts
+    # where the last ended
+    assert len([g for g in clean["gaps"] if g["end"] > g["start"]]) == 1, clean["gaps"]
+    rotations = [(a, b) for a, b in zip(clean["segments"], clean["segments"][1:]) if a["run"] == b["run"]]
+    assert rotations, clean["segments"]
+    for a, b in rotations:
+        assert b["global_start"] == pytest.approx(a["global_start"] + a["duration"], abs=0.002), (a, b)
     for seg in clean["segments"]:
         path = cht.session_dir("term") / seg["file"]
         decode_fully(path)
@@ -164,16 +172,18 @@ def test_kill9_of_cht_then_rebuild(cht: Cht, tmp_path):
 
 def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     proc = cht.start("demo", "--session", "demo")
-    wait_for(lambda: (cht.session_dir("demo") / "manifest.json").exists(), 20, what="demo start")
+    wait_for(lambda: (cht.session_dir("demo") / "manifest.json").exists(), 60, what="demo start")
+    live = time.monotonic()
     time.sleep(10)
     below = descendants(proc.pid)
     assert len(below) >= 2, f"the demo generator and the recorder run below cht: {below}"
     code, out, err = Cht.stop(proc, signal.SIGINT)
+    elapsed = time.monotonic() - live  # the stop itself takes longer on a loaded machine
     assert code == 0, err
     assert not still_running(below), "no ffmpeg left behind (an orphan is re-parented: look by pid)"
     manifest = cht.manifest("demo")
     assert manifest["state"] == "stopped"
-    assert 8.0 <= manifest["duration"] <= 14.0
+    assert 8.0 <= manifest["duration"] <= elapsed + 2.0, (manifest["duration"], elapsed)
     counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
     assert counts["video"] > 150 and counts["audio"] > 100
     # The demo gives every later stage something real: slide changes and speech.

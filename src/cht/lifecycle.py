@@ -396,7 +396,10 @@ class Lifecycle:
             if fact is not None:
                 facts.append(fact)
         self.bytes = total
-        self.manifest.segments, self.manifest.gaps = derive(facts)
+        segments, gaps = derive(facts)
+        # a file a repair set aside (a run killed at its rotation) is named as `cht rebuild` names it
+        self.manifest.segments = segments
+        self.manifest.gaps = sorted(gaps + self.session._set_aside_gaps(segments), key=lambda g: g.start)
         if self.manifest.segments:
             self.manifest.started_at = self.manifest.segments[0].started_at
         newest = max((f.index for f in facts if f.duration > 0), default=-1)

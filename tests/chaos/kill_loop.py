@@ -132,7 +132,7 @@ def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report:
     origin = json.loads((root / "segments" / "run_0000.json").read_text())["first_media_at"]
     report.outages = [Outage(k - origin, r - origin) for k, r in kills]
     report.segments = len(manifest["segments"])
-    report.gaps = [(g["start"], g["end"]) for g in manifest["gaps"]]
+    report.gaps = [(g["start"], g["end"]) for g in manifest["gaps"] if g["end"] > g["start"]]  # not a file set aside
     for seg in manifest["segments"]:
         try:
             decode_fully(root / seg["file"])
