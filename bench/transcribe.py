@@ -1,14 +1,23 @@
-"""Live transcription: latency, real-time factor and word error rate, in one run.
+"""Transcription: committed latency, WER, RTF and CPU, live and catch-up, pause-rich and continuous.
 
-Real speech (every file in ../shared/media/, else the wheel's beckett.wav, twice each with
-pauses) is fed to cht's transcriber at real pace, the way the recorder delivers it (1 s
-fragments) and in 0.1 s pieces (the transcriber alone). Measured per spoken word: the time
-from its end to the first text that contains it (provisional or final) and to its final
-text. The reference for word times and WER is faster-whisper's own offline transcript of
-the same audio with the same model (beam 5, 30 s windows); the WER against a human
-reference is given where the media has one.
+Programmes (16 kHz mono, with the human text):
+- pause-rich: every real recording (../shared/media/*, beckett.wav) twice, 1.5 s pauses between;
+- continuous: the same recordings three times, joined by 0.15 s of silence (a lecture's rhythm);
+- synthetic: espeak-ng paragraphs of clauses joined by commas (only when espeak-ng is installed).
 
-    python bench/transcribe.py [--pieces 1.0,0.1]
+Live: fed to a `Transcriber` at real pace in 1 s pieces (what the recorder's fragments deliver),
+through the process's `SpeechEngine`. Per spoken word: the wall time from its end to the first
+committed line that holds it (`transcript.jsonl` is written before the event is published).
+Word ends and the reference text come from faster-whisper's own `transcribe()` of the same
+audio, same model (beam 5, 30 s windows). Catch-up: the same transcriber with `cht
+transcribe`'s options, fed as fast as it takes the audio; its wall time is compared with
+faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
+seconds per audio second (all threads: VAD, the engine, the feeding).
+
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up]
+
+To measure the policy before streaming commits: run the same script with PYTHONPATH pointing
+at an older checkout's src/ (`--old` labels its rows).
 """
 
 from __future__ import annotations
@@ -17,9 +26,12 @@ import argparse
 import os
 import platform
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import jiwer
@@ -29,7 +41,8 @@ from faster_whisper.audio import decode_audio
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
-from cht.transcribe.chunker import RATE, ChunkPolicy
+from cht.transcribe.chunker import RATE
+from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import SpeechModel, default_model_dir
 from cht.transcribe.store import TranscriptStore
 from cht.transcribe.worker import TranscribeOptions, Transcriber
@@ -40,22 +53,48 @@ HUMAN = {  # what is said in the media, for the WER against people rather than t
            "ask what you can do for your country",
     "beckett": "ever tried ever failed no matter try again fail again fail better",
 }
-PAUSE_S = 1.5
+PARAGRAPHS = [
+    "The committee met on Tuesday to discuss the budget for next year, and most of the members agreed "
+    "that the library needs a new roof, although several of them wanted to wait until the spring, when "
+    "the prices of building materials usually fall",
+    "After the meeting, the chairman walked down to the river with two of his colleagues, and they talked "
+    "about the new bridge, the traffic in the old town, and the school that will open in September, "
+    "because the children of the village have to travel for almost an hour every morning",
+    "Nobody expected the weather to change so quickly, but by the evening the wind had turned to the north, "
+    "the temperature had dropped by ten degrees, and the first snow of the winter was falling on the hills",
+]
 
 
-def speech() -> tuple[np.ndarray, str]:
-    """The programme: each real recording twice, with pauses; and its human text."""
+def clips() -> list[tuple[np.ndarray, str]]:
     import moonshine_onnx
 
     files = sorted(p for p in MEDIA.glob("*") if p.suffix in (".flac", ".wav", ".mp3", ".ogg")) if MEDIA.exists() else []
     files.append(Path(moonshine_onnx.__file__).parent / "assets" / "beckett.wav")
-    pause = np.zeros(int(PAUSE_S * RATE), np.float32)
-    parts, human = [pause], []
-    for _ in range(2):
-        for path in files:
-            parts += [decode_audio(str(path)), pause]
-            human.append(HUMAN.get(path.stem, ""))
-    return np.concatenate(parts), " ".join(human)
+    return [(decode_audio(str(path)), HUMAN.get(path.stem, "")) for path in files]
+
+
+def espeak(text: str, voice: str = "en") -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "165", "-w", str(wav), text], check=True)
+        return decode_audio(str(wav))
+
+
+def programme(name: str) -> tuple[np.ndarray, str]:
+    if name == "synthetic":
+        parts = [(espeak(p), p) for p in PARAGRAPHS]
+        gap, repeat, lead = 0.15, 1, 0.5
+    else:
+        parts = clips()
+        gap, repeat, lead = (1.5, 2, 1.5) if name == "pause-rich" else (0.15, 3, 0.5)
+    silence = np.zeros(int(gap * RATE), np.float32)
+    audio, human = [np.zeros(int(lead * RATE), np.float32)], []
+    for _ in range(repeat):
+        for pcm, text in parts:
+            audio += [pcm, silence]
+            human.append(text)
+    audio.append(np.zeros(int(1.0 * RATE), np.float32))
+    return np.concatenate(audio), normalise(" ".join(human))
 
 
 def normalise(text: str) -> str:
@@ -70,86 +109,55 @@ def offline_reference(model_dir: Path, audio: np.ndarray) -> tuple[list[dict], f
     return [w for w in words if w["word"]], time.perf_counter() - began
 
 
-def live(model: SpeechModel, audio: np.ndarray, piece_s: float, options: TranscribeOptions):
-    """Feed at real pace; return (events with wall times, transcriber, start wall time)."""
+def options(live: bool) -> TranscribeOptions:
+    names = {f.name for f in fields(TranscribeOptions)}
+    if live:
+        return TranscribeOptions(language="en")
+    from cht.offline import OFFLINE_TRANSCRIBE
+
+    return TranscribeOptions(**{**{k: getattr(OFFLINE_TRANSCRIBE, k) for k in names}, "language": "en"})
+
+
+def run(engine: SpeechEngine, audio: np.ndarray, live: bool):
+    """Feed the programme (real pace when `live`); return final events with wall times,
+    the transcriber, the wall time of global 0, wall seconds and process CPU seconds."""
     bus = ev.EventBus()
     seen: list[tuple[float, ev.TranscriptSegments]] = []
-    lags: list[float] = []
-
-    def listen(event: ev.Event) -> None:
-        if isinstance(event, ev.TranscriptSegments):
-            seen.append((time.monotonic(), event))
-        elif isinstance(event, ev.TranscriptLag):
-            lags.append(event.lag_s)
-
-    bus.subscribe(listen)
+    bus.subscribe(lambda e: seen.append((time.monotonic(), e)) if isinstance(e, ev.TranscriptSegments) else None)
     pcm = (audio * 32767).astype(np.int16)
-    step = int(piece_s * RATE)
-    with tempfile.TemporaryDirectory() as tmp:
-        transcriber = Transcriber(model, TranscriptStore(Path(tmp)), bus, options)
+    step = RATE
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(live))
         transcriber.start()
-        t0 = time.monotonic()
+        cpu0, t0 = time.process_time(), time.monotonic()
         for i in range(0, len(pcm), step):
             piece = pcm[i:i + step]
-            time.sleep(max(0.0, t0 + (i + len(piece)) / RATE - time.monotonic()))  # it exists once spoken
+            if live:
+                time.sleep(max(0.0, t0 + (i + len(piece)) / RATE - time.monotonic()))  # it exists once spoken
             transcriber.feed(PcmChunk(i / RATE, piece))
         transcriber.stop()
-    return seen, transcriber, t0, lags
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        lines = TranscriptStore(tmp).read()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [s for s in seen if s[1].final], transcriber, t0, wall, cpu, lines
 
 
-def recorded(model: SpeechModel, audio: np.ndarray):
-    """The whole path: `cht record` of an A/V file holding the speech, at real pace (ffmpeg
-    writes 1 s fragments, the analyzer polls and decodes them, then the transcriber)."""
-    import subprocess
-    import wave
-
-    from cht.config import RecordOptions
-    from cht.lifecycle import Lifecycle
-    from cht.media.ffmpeg import ffmpeg_exe
-    from cht.record.sources import parse_source
-    from cht.session import Session
-
-    seen: list[tuple[float, ev.TranscriptSegments]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        with wave.open(str(tmp / "speech.wav"), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(RATE)
-            w.writeframes((audio * 32767).astype(np.int16).tobytes())
-        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                        f"testsrc2=s=640x360:r=25:d={len(audio) / RATE}", "-i", str(tmp / "speech.wav"),
-                        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-shortest",
-                        str(tmp / "speech.mp4")], check=True)
-        bus = ev.EventBus()
-        bus.subscribe(lambda e: seen.append((time.time(), e)) if isinstance(e, ev.TranscriptSegments) else None)
-        session = Session.create(tmp / "data", "bench")
-        life = Lifecycle(session, parse_source(str(tmp / "speech.mp4")), RecordOptions(), bus,
-                         cache_dir=tmp / "cache", speech=model)
-        life.start()
-        life.wait()
-        t0 = session.read_run_note(0)  # wall clock of the first media: global time 0
-        return seen, life.transcriber, t0
-
-
-def latencies(reference: list[dict], seen, t0: float) -> tuple[list[float], list[float]]:
-    """Per reference word: wall time of the first (and the first final) text holding it,
-    minus the moment it had been spoken. A line holds a reference word if the word was
-    spoken within the line's audio span and the line's text has it."""
-    first: dict[int, float] = {}
+def latencies(reference: list[dict], seen, t0: float) -> list[float]:
+    """Per reference word: wall time of the first committed line holding it, minus the moment
+    it had been spoken. A line holds a reference word if the word was spoken within the line's
+    audio span and the line's text has it."""
     final: dict[int, float] = {}
     for wall, event in seen:
         for line in event.lines:
-            tokens = normalise(line["text"]).split()
-            a, b = line["span"]
+            tokens = normalise(line.text).split()
+            a, b = line.span
             for i, ref in enumerate(reference):
-                if a - 0.3 <= ref["start"] <= b and ref["word"] in tokens:
+                if i not in final and a - 0.3 <= ref["start"] <= b + 0.3 and ref["word"] in tokens:
                     tokens.remove(ref["word"])
-                    first.setdefault(i, wall)
-                    if event.final:
-                        final.setdefault(i, wall)
-    spoken = lambda i: t0 + reference[i]["end"]  # noqa: E731
-    return [first[i] - spoken(i) for i in first], [final[i] - spoken(i) for i in final]
+                    final[i] = wall
+    return [final[i] - (t0 + reference[i]["end"]) for i in final]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -158,47 +166,42 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pieces", default="1.0,0.1", help="seconds of audio per delivery, comma-separated")
-    parser.add_argument("--min-chunk", type=float, default=ChunkPolicy().min_s)
-    parser.add_argument("--pause", type=float, default=ChunkPolicy().pause_s)
-    parser.add_argument("--provisional", type=float, default=TranscribeOptions(ChunkPolicy()).provisional_every_s)
-    parser.add_argument("--beam", type=int, default=TranscribeOptions(ChunkPolicy()).beam_size)
+    parser.add_argument("--programmes", default="pause-rich,continuous,synthetic")
+    parser.add_argument("--runs", default="live,catch-up")
+    parser.add_argument("--old", action="store_true", help="label rows as the old policy (PYTHONPATH=old src)")
     opts = parser.parse_args()
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
-    audio, human = speech()
-    seconds = len(audio) / RATE
-    print(f"{seconds:.1f} s of speech; offline reference...", file=sys.stderr)
-    reference, offline_s = offline_reference(model_dir, audio)
-    ref_text = " ".join(w["word"] for w in reference)
-    rows = [("faster-whisper offline (reference)", "", "", "", "", f"{offline_s / seconds:.3f}",
-             "(itself)", f"{jiwer.wer(human, ref_text):.1%}" if human.strip() else "n/a")]
-    model = SpeechModel(model_dir, language="en")
-    policy = ChunkPolicy(min_s=opts.min_chunk, pause_s=opts.pause)
-    options = TranscribeOptions(policy, provisional_every_s=opts.provisional or None, beam_size=opts.beam)
-    for piece in (float(p) for p in opts.pieces.split(",")):
-        print(f"live, {piece:g} s pieces...", file=sys.stderr)
-        seen, transcriber, t0, lags = live(model, audio, piece, options)
-        first, final = latencies(reference, seen, t0)
-        text = " ".join(normalise(line["text"]) for _, e in seen if e.final for line in e.lines)
-        rows.append((f"cht live, {piece:g} s pieces", f"{pct(first, 50):.2f}", f"{pct(first, 95):.2f}",
-                     f"{pct(final, 50):.2f}", f"{pct(final, 95):.2f}", f"{transcriber.busy_s / seconds:.3f}",
-                     f"{jiwer.wer(ref_text, text):.1%}", f"{jiwer.wer(human, text):.1%}" if human.strip() else "n/a"))
-        print(f"  {len(final)}/{len(reference)} words final; chunks {transcriber.chunks_transcribed}; "
-              f"full-window retries {model.retries}; max lag {max(lags, default=0):.1f} s", file=sys.stderr)
-        print("  " + text, file=sys.stderr)
-    print("cht record, the whole path...", file=sys.stderr)
-    seen, transcriber, t0 = recorded(model, audio)
-    first, final = latencies(reference, seen, t0)
-    text = " ".join(normalise(line["text"]) for _, e in seen if e.final for line in e.lines)
-    rows.append(("cht record (ffmpeg, 1 s fragments, analyzer)", f"{pct(first, 50):.2f}", f"{pct(first, 95):.2f}",
-                 f"{pct(final, 50):.2f}", f"{pct(final, 95):.2f}", f"{transcriber.busy_s / seconds:.3f}",
-                 f"{jiwer.wer(ref_text, text):.1%}", f"{jiwer.wer(human, text):.1%}" if human.strip() else "n/a"))
-    print("  " + text, file=sys.stderr)
-    print(f"\n{seconds:.0f} s of real speech, Whisper base int8, {os.cpu_count()} threads, {platform.processor() or platform.machine()}, "
-          f"min chunk {policy.min_s:g} s, pause {policy.pause_s:g} s, "
-          f"provisional every {options.provisional_every_s} s, beam {options.beam_size}\n")
-    print("| run | first text median s | first p95 s | final text median s | final p95 s | RTF | WER vs offline | WER vs human |")
-    print("|---|---|---|---|---|---|---|---|")
+    engine = SpeechEngine(SpeechModel(model_dir))
+    label = "old policy" if opts.old else "cht"
+    rows = []
+    for name in opts.programmes.split(","):
+        if name == "synthetic" and not shutil.which("espeak-ng"):
+            print("synthetic: espeak-ng is not installed, skipped", file=sys.stderr)
+            continue
+        audio, human = programme(name)
+        seconds = len(audio) / RATE
+        print(f"{name}: {seconds:.1f} s; offline reference...", file=sys.stderr)
+        reference, offline_s = offline_reference(model_dir, audio)
+        ref_text = " ".join(w["word"] for w in reference)
+        rows.append((name, "faster-whisper transcribe() (reference)", "", "", f"{offline_s / seconds:.3f}", "",
+                     f"{offline_s:.1f}", "(itself)", f"{jiwer.wer(human, ref_text):.1%}"))
+        for kind in opts.runs.split(","):
+            live = kind == "live"
+            print(f"  {kind}...", file=sys.stderr)
+            seen, transcriber, t0, wall, cpu, lines = run(engine, audio, live)
+            lat = latencies(reference, seen, t0) if live else []
+            text = normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
+            rows.append((name, f"{label} {kind}", f"{pct(lat, 50):.2f}" if live else "",
+                         f"{pct(lat, 95):.2f}" if live else "", f"{transcriber.busy_s / seconds:.3f}",
+                         f"{cpu / seconds:.3f}", f"{wall:.1f}", f"{jiwer.wer(ref_text, text):.1%}",
+                         f"{jiwer.wer(human, text):.1%}"))
+            print(f"    {len(lat)}/{len(reference)} words committed; lines {len([x for x in lines if x.text])}; "
+                  f"steps {getattr(transcriber, 'steps', 0)} ({getattr(transcriber, 'step_busy_s', 0):.1f} s); "
+                  f"max latency {max(lat, default=0):.2f} s; retries {engine.model.retries}\n    {text}",
+                  file=sys.stderr)
+    print(f"\nWhisper base int8, {os.cpu_count()} threads, {platform.processor() or platform.machine()}\n")
+    print("| speech | run | committed median s | committed p95 s | RTF | CPU s per s | wall s | WER vs offline | WER vs human |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

@@ -25,7 +25,7 @@ from cht.transcribe.store import TRANSCRIPT
 from cht.transcribe.worker import TranscribeOptions
 
 OFFLINE_POLICY = ChunkPolicy(min_s=8.0, max_s=25.0, pause_s=0.3)  # more context, fewer calls: no one waits
-OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, provisional_every_s=None, max_queue_s=120.0, beam_size=5,
+OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=5,
                                        live_index=False)
 
 

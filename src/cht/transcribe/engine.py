@@ -9,6 +9,9 @@ producers back instead. CTranslate2 decodes a batch of windows in one call for l
 the sum of its parts (bench/rooms.py). Drafts of the phrases still being spoken are
 decoded only while no final chunk waits, oldest request first. A batch holds windows of one
 size only (`model.window_s`), so a chunk's words do not depend on its batch-mates.
+Steps (decodes of each session's uncommitted audio, `worker`) are served when no final chunk
+waits, the oldest request first, batched with other sessions' steps of the same language and
+window size: with many rooms, one call a second serves them all.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ log = logging.getLogger("cht.transcribe")
 
 MAX_BATCH = 8  # windows decoded in one call at most
 MAX_BATCH_AUDIO_S = 90.0  # ... and seconds of audio in them (a batch is one uninterruptible call)
+
+
+@dataclass
+class _Steps:
+    language: str | None
+    items: list[tuple["Transcriber", "Chunk"]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,10 +99,7 @@ class SpeechEngine:
                 if isinstance(job, _Batch):
                     self._run_batch(job)
                 else:
-                    client, chunk = job
-                    self.calls += 1
-                    client.draft_done(chunk, self.model.transcribe(chunk.audio, language=client.language,
-                                                                   draft=True))
+                    self._run_steps(job)
             except Exception:  # one bad window must not stop every room's transcript
                 log.exception("the speech engine failed on a job")
             finally:
@@ -101,8 +107,9 @@ class SpeechEngine:
                     self._busy -= 1
                     self.cond.notify_all()
 
-    def _next_job(self) -> _Batch | tuple[Transcriber, Chunk] | None:
-        """The next batch of final chunks, fairly gathered; else the oldest draft request."""
+    def _next_job(self) -> _Batch | _Steps | None:
+        """The next batch of final chunks, fairly gathered; else the oldest step request and
+        the others that can share its call."""
         clients = self._clients[self._turn:] + self._clients[:self._turn]
         batch: _Batch | None = None
         for _ in range(self.max_batch):  # rounds: one more chunk from each session per round
@@ -124,13 +131,41 @@ class SpeechEngine:
             first = batch.items[0][0]
             self._turn = (self._clients.index(first) + 1) % len(self._clients)
             return batch
-        drafts = [client for client in self._clients if client.draft_requested_at is not None]
-        if drafts:
-            client = min(drafts, key=lambda c: c.draft_requested_at)
+        waiting = sorted((c for c in self._clients if c.draft_requested_at is not None),
+                         key=lambda c: c.draft_requested_at)
+        steps: _Steps | None = None
+        for client in waiting:
+            if steps is not None:
+                first, draft = steps.items[0][1], client.peek_draft()
+                if (steps.language is None or client.language != steps.language or len(steps.items) >= self.max_batch
+                        or draft is None or window_s(draft.seconds) != window_s(first.seconds)):
+                    continue
             chunk = client.take_draft()
-            if chunk is not None:
-                return client, chunk
-        return None
+            if chunk is None:
+                continue
+            if steps is None:
+                steps = _Steps(client.language)
+            steps.items.append((client, chunk))
+        return steps
+
+    def _run_steps(self, steps: _Steps) -> None:
+        """Greedy decodes with word times (agreement needs them), one call for all."""
+        began = time.perf_counter()
+        decoded: list[Decoded | None] = [None] * len(steps.items)
+        try:
+            audios = [chunk.audio for _, chunk in steps.items]
+            if len(audios) == 1:
+                decoded = [self.model.transcribe(audios[0], language=steps.language, step=True)]
+            else:
+                decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True))
+                self.batched_windows += len(audios)
+            self.calls += 1
+        except Exception:
+            log.exception("a step of %d window(s) failed", len(steps.items))
+        spent = time.perf_counter() - began
+        total = sum(chunk.seconds for _, chunk in steps.items) or 1.0
+        for (client, chunk), result in zip(steps.items, decoded):
+            client.draft_done(chunk, result, spent * chunk.seconds / total)
 
     def _fits(self, batch: _Batch, client: Transcriber, chunk: Chunk) -> bool:
         speech = self._speech_items(batch)

@@ -154,16 +154,22 @@ class SpeechModel:
         log.info("speech model loaded from %s (%s)", model_dir, self.device)
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
-                   word_timestamps: bool = True, draft: bool = False) -> Decoded:
+                   word_timestamps: bool = True, draft: bool = False, step: bool = False) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s); `language` None: detected. A `draft` is decoded once,
-        greedily, without word times and without the temperature fallback."""
+        greedily, without word times and without the temperature fallback. A `step` (a
+        streaming decode of audio that may end mid-word) is decoded once, greedily, with word
+        times: the fallback fired on nearly every cut-off last word and cost 3-4 decodes,
+        and a loop in a step is not decoded again (agreement will not commit it), its extra
+        copies are dropped."""
         if draft:
             beam_size, word_timestamps = 1, False
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
-        decoded = self._decode(audio, language, frames, beam_size, word_timestamps, draft)
-        if _looks_like_a_loop(decoded.words, seconds):
+        decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, draft or step)
+        if step:
+            decoded.words = drop_loops(decoded.words, lambda w: w.word)
+        elif _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, beam_size, word_timestamps, draft)
         return decoded
 
@@ -175,12 +181,14 @@ class SpeechModel:
         decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
 
-    def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1) -> list[Decoded]:
+    def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1,
+                         step: bool = False) -> list[Decoded]:
         """Several windows in one language decoded in one call (CTranslate2 encodes and decodes
         them as one batch: cheaper per window than one call each). A window whose result
-        looks like a loop is decoded again on its own with the full window."""
+        looks like a loop is decoded again on its own with the full window (steps: its extra
+        copies are dropped, see `transcribe`)."""
         if len(audios) == 1:
-            return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
+            return [self.transcribe(audios[0], language=language, beam_size=beam_size, step=step)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
         self._model.encode_frames = _window_frames(longest)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
@@ -195,7 +203,9 @@ class SpeechModel:
             words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
                      for segment in segments for w in segment.get("words") or []]
             words = [w for w in words if w.word.strip()]
-            if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
+            if step:
+                results.append(Decoded(drop_loops(words, lambda w: w.word), language, 1.0))
+            elif _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
                 results.append(self._again(audio, language, beam_size, True, False))
             else:
                 results.append(Decoded(words, language, 1.0))

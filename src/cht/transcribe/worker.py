@@ -66,12 +66,20 @@ class Transcriber:
         self._queue: deque[Chunk] = deque()
         self._taken = 0  # chunks at the queue's head the engine is working on
         self._queued_s = 0.0
-        self._draft: Chunk | None = None
+        self._draft: Chunk | None = None  # the uncommitted audio, waiting for a step
         self.draft_requested_at: float | None = None  # monotonic s; the engine serves the oldest first
         self._last_draft_at = 0.0
+        self._stepping = False  # a step is with the engine: the next waits for its result
+        self._stepped_to = 0.0  # buffer seconds the last step saw
+        self._agreement = LocalAgreement()
+        self._piece_end: float | None = None  # global end of the last committed piece (the next span starts there)
+        self._drop_to: float | None = None  # the buffer's audio before this is committed: trim it (follower's thread)
+        self.steps = 0
+        self.step_busy_s = 0.0  # of busy_s, seconds spent in steps
         self._closing = False  # no more audio will come
         self._abandon = False  # stop now; what is queued stays missing for `cht transcribe`
         self._lines = store.read()
+        self._line_id = first_chunk  # the `chunk` number of the next line written (a draft shows it too)
         self._final_end = max((line.span[1] for line in self._lines if line.span), default=0.0)
         self._index_at = 0.0
         self._silence: list[float] | None = None  # [chunk id, start, end] of silence not yet written
@@ -87,6 +95,9 @@ class Transcriber:
     def feed(self, pcm: PcmChunk) -> None:
         if self._abandon:
             return
+        if (drop := self._drop_to) is not None:
+            self._drop_to = None
+            self._chunker.drop_before(drop)
         for t, samples in self._uncovered(pcm):
             for chunk in self._chunker.feed(t, samples):
                 self._enqueue(chunk)
@@ -110,7 +121,7 @@ class Transcriber:
         self._report_lag(force=True)
         while True:
             with self._cond:
-                if self._abandon and not self._taken or not self._queue:
+                if not self._stepping and (self._abandon and not self._taken or not self._queue):
                     break
                 self._cond.wait(0.5)  # short waits: a second Ctrl-C (abandon) is handled meanwhile
         self.engine.unregister(self)
@@ -167,19 +178,23 @@ class Transcriber:
             self._cond.notify_all()
 
     def _offer_draft(self) -> None:
-        every = self.options.provisional_every_s
-        if every is None or self._queue:
+        """Ask for a step when the last is done, a second has passed and new audio came."""
+        every = self.options.step_s
+        if every is None or self._queue or self._stepping:
             return
         now = time.monotonic()
         if now - self._last_draft_at < every:
             return
         running = self._chunker.running()
-        if running is None:
+        if running is None or running.seconds < self._stepped_to + STEP_NEW_S and running.id == self._draft_id:
             return
         self._last_draft_at = now
+        self._draft_id, self._stepped_to = running.id, running.seconds
         with self._cond:
             self._draft, self.draft_requested_at = running, now
             self._cond.notify_all()
+
+    _draft_id = -1
 
     # -- what the engine calls (under its lock: peek, take, take_draft) --
 
@@ -192,8 +207,13 @@ class Transcriber:
     def take(self) -> None:
         self._taken += 1
 
+    def peek_draft(self) -> Chunk | None:
+        """The uncommitted audio waiting for a step, if any."""
+        return self._draft
+
     def take_draft(self) -> Chunk | None:
         chunk, self._draft, self.draft_requested_at = self._draft, None, None
+        self._stepping = chunk is not None
         return chunk
 
     def complete(self, chunk: Chunk, decoded: Decoded | None, busy_s: float, failed: bool = False) -> None:
@@ -208,7 +228,9 @@ class Transcriber:
                 self.chunks_transcribed += 1
                 self._pin(decoded, chunk)
                 self._flush_silence()
-                self._commit(self._line(chunk, decoded, True))
+                words = self._agreement.finish(self._words(chunk, decoded))
+                self._commit(self._piece(chunk, words, chunk.end, decoded.language))
+                self._piece_end = None
         except Exception:  # a full disk, say: logged; the queue must move on
             log.exception("writing chunk %d (%.1f–%.1f s) failed", chunk.id, chunk.start, chunk.end)
         finally:
@@ -219,10 +241,38 @@ class Transcriber:
                 self._cond.notify_all()
         self._report_lag()
 
-    def draft_done(self, chunk: Chunk, decoded: Decoded) -> None:
-        line = self._line(chunk, decoded, False)
-        if line.text:
-            self.bus.publish(ev.TranscriptSegments([line], final=False))
+    def draft_done(self, chunk: Chunk, decoded: Decoded | None, busy_s: float = 0.0) -> None:
+        """A step's result: commit what agrees with the previous step, show the rest."""
+        try:
+            if decoded is None or self._abandon:
+                return
+            self.busy_s += busy_s
+            self.step_busy_s += busy_s
+            self.steps += 1
+            committed = self._agreement.insert(self._words(chunk, decoded))
+            if committed:
+                self._flush_silence()
+                self._commit(self._piece(chunk, committed, committed[-1].end, decoded.language))
+                self._piece_end = committed[-1].end
+                self._trim(chunk, committed)
+            pending = self._agreement.pending
+            if pending:
+                draft = self._piece(chunk, pending, chunk.end, decoded.language, final=False)
+                self.bus.publish(ev.TranscriptSegments([draft], final=False))
+        finally:
+            with self._cond:
+                self._stepping = False
+                self._cond.notify_all()
+
+    def _trim(self, chunk: Chunk, committed: list[Word]) -> None:
+        """After a committed sentence end, or once the buffer is long, the next steps start
+        after the committed words (between them and the next word heard)."""
+        last = committed[-1]
+        if not (last.word.rstrip()[-1:] in ".?!" or chunk.seconds > KEEP_S):
+            return
+        pending = self._agreement.pending
+        cut = last.end if not pending else max(last.end, (last.end + pending[0].start) / 2)
+        self._drop_to = cut
 
     def _pin(self, decoded: Decoded, chunk: Chunk) -> None:
         if self.language is None and decoded.language_p >= PIN_LANGUAGE_P and chunk.seconds >= PIN_MIN_S:
@@ -231,7 +281,9 @@ class Transcriber:
 
     # -- the lines --
 
-    def _line(self, chunk: Chunk, decoded: Decoded, final: bool) -> TranscriptLine:
+    @staticmethod
+    def _words(chunk: Chunk, decoded: Decoded) -> list[Word]:
+        """The decoded words on the global clock, starts moved to the VAD's onsets."""
         mapped = []
         limit = chunk.seconds
         for w in decoded.words:
@@ -239,11 +291,23 @@ class Transcriber:
             start = chunk.onset(start, end)
             mapped.append(Word(round(chunk.to_global(start), 3), round(chunk.to_global(end), 3), w.word,
                                round(w.probability, 3)))
-        text = "".join(w.word for w in mapped).strip()
-        span = [round(chunk.start, 3), round(chunk.end, 3)]
-        start = mapped[0].start if mapped else span[0]
-        end = mapped[-1].end if mapped else span[1]
-        return TranscriptLine(chunk.id, start, end, text, mapped, span, final, decoded.language)
+        return mapped
+
+    def _span_start(self, chunk: Chunk) -> float:
+        """Where the next line's audio span starts: after the last committed piece when it
+        lies in (or just before) this chunk, so spans never overlap and never leave a hole."""
+        piece = self._piece_end
+        if piece is not None and chunk.start - 2.0 <= piece < chunk.end:
+            return piece
+        return chunk.start
+
+    def _piece(self, chunk: Chunk, words: list[Word], span_end: float, language: str,
+               final: bool = True) -> TranscriptLine:
+        text = "".join(w.word for w in words).strip()
+        span = [round(self._span_start(chunk), 3), round(max(span_end, self._span_start(chunk)), 3)]
+        start = words[0].start if words else span[0]
+        end = words[-1].end if words else span[1]
+        return TranscriptLine(self._line_id, start, end, text, words, span, final, language)
 
     def _note_silence(self, chunk: Chunk) -> None:
         """Silent chunks are recorded too (the audio was listened to), merged into one line
@@ -253,7 +317,8 @@ class Transcriber:
             span[2] = chunk.end
         else:
             self._flush_silence()
-            self._silence = [chunk.id, chunk.start, chunk.end]
+            self._silence = [0, self._span_start(chunk), chunk.end]
+            self._piece_end = None
         self._final_end = max(self._final_end, chunk.end)
         if self._closing:
             self._flush_silence()
@@ -261,13 +326,14 @@ class Transcriber:
     def _flush_silence(self) -> None:
         if self._silence is None:
             return
-        chunk_id, start, end = self._silence
+        _, start, end = self._silence
         self._silence = None
         start, end = round(start, 3), round(end, 3)
-        self._commit(TranscriptLine(int(chunk_id), start, end, "", [], [start, end]))
+        self._commit(TranscriptLine(self._line_id, start, end, "", [], [start, end]))
 
     def _commit(self, line: TranscriptLine) -> None:
         self.store.append(line)
+        self._line_id += 1
         self._lines.append(line)
         self._final_end = max(self._final_end, line.span[1])
         if line.text:
