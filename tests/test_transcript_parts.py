@@ -92,3 +92,26 @@ def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):
     assert [line.text for line in lines] == ["hello"]
     assert "cut short" in caplog.text
     assert missing([(0.0, 10.0)], [(0.0, 2.5)]) == [(2.5, 10.0)]
+
+
+def test_streamed_vad_equals_faster_whispers_batch_vad():
+    """DESIGN.md: the VAD run as a stream scores each 32 ms window as the batch run over the
+    whole file does, whatever sizes the audio arrives in."""
+    from faster_whisper.vad import get_vad_model
+
+    from cht.transcribe.vad import WINDOW, StreamingVad
+
+    audio = (beckett().astype(np.float32) / 32768)[: len(beckett()) // WINDOW * WINDOW]
+    batch = get_vad_model()(audio).reshape(-1)
+    rng = np.random.default_rng(5)
+    vad, streamed, at = StreamingVad(), [], 0
+    while at < len(audio):
+        size = int(rng.choice([1, 7, 300, 512, 1000, 8000, 16000]))
+        streamed.append(vad.feed(audio[at:at + size]))
+        at += size
+    streamed = np.concatenate(streamed)
+    assert len(streamed) == len(batch) == len(audio) // WINDOW
+    assert np.abs(streamed - batch).max() < 1e-5, np.abs(streamed - batch).max()
+    assert (batch > 0.5).mean() > 0.3, "the clip is mostly speech: the comparison is not of zeros"
+    vad.reset()
+    assert np.abs(vad.feed(audio[WINDOW:]) - batch[1:]).max() > 1e-3, "the stream's state matters (can fail)"
