@@ -113,3 +113,51 @@ def test_pushed_rtmp_and_srt_streams_are_recorded(cht: Cht, tmp_path, protocol):
     assert len(manifest["segments"]) == 1 and manifest["duration"] >= 2.5
     assert "s3cret" not in json.dumps(manifest) and "s3cret" not in out + err
     decode_fully(cht.session_dir(protocol) / manifest["segments"][0]["file"])
+
+
+def test_hls_playlist_is_pulled_to_its_end(cht: Cht, tmp_path):
+    """README: http(s) URLs include HLS playlists: 1 s segments served over plain HTTP."""
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    src = make_media(tmp_path / "talk.mp4", 6)
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(src), "-c", "copy", "-f", "hls",
+                    "-hls_time", "1", "-hls_playlist_type", "vod", str(hls / "index.m3u8")], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hls))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = cht.run("record", "--no-analyze", "--session", "hls",
+                         f"http://127.0.0.1:{server.server_port}/index.m3u8")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    manifest = cht.manifest("hls")
+    assert manifest["state"] == "stopped" and manifest["reason"] == "end of source"
+    assert manifest["duration"] == pytest.approx(6.0, abs=0.1) and not manifest["gaps"]
+    counts = decode_fully(cht.session_dir("hls") / manifest["segments"][0]["file"])
+    assert counts["video"] == pytest.approx(6 * 30, abs=2) and counts["audio"] > 0
+
+
+def test_udp_stream_is_pulled(cht: Cht, tmp_path):
+    """README: udp:// is a stream ffmpeg pulls (it binds the port; a sender pushes MPEG-TS)."""
+    src = make_media(tmp_path / "cam.mp4", 4)
+    port = free_udp_port()
+    proc = cht.start("record", "--no-analyze", "--session", "udp", f"udp://127.0.0.1:{port}")
+    try:
+        wait_for(lambda: listening(port, udp=True) or proc.poll() is not None, 30, 0.05, what="the UDP receiver")
+        assert proc.poll() is None
+        sender = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                                   "-i", str(src), "-c", "copy", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"])
+        try:
+            wait_for(lambda: recorded(cht.session_dir("udp") / "segments" / "seg_00000.mp4") >= 3.0, 30,
+                     what="what was sent, recorded")
+        finally:
+            sender.kill()
+            sender.wait()
+    finally:
+        code, out, err = Cht.stop(proc, signal.SIGINT)
+    assert code == 0, (out, err)
+    manifest = cht.manifest("udp")
+    assert manifest["state"] == "stopped" and manifest["duration"] >= 3.0
+    decode_fully(cht.session_dir("udp") / manifest["segments"][0]["file"])
