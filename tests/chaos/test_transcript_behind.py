@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 SECONDS = 480.0
 OFFSETS = [2.0 + 20.0 * k for k in range(24)]
+BACKLOG_MIB = SECONDS * 16_000 * 4 / 2**20  # every sample of the talk waiting as float32
 
 
 def test_transcriber_five_minutes_behind(cht: Cht, tmp_path):
@@ -39,14 +40,21 @@ def test_transcriber_five_minutes_behind(cht: Cht, tmp_path):
             lag = request(control, "status", timeout=2).get("transcript_lag")
             if lag is not None:
                 lags.append(lag)
-            rss.append(rss_mib(proc.pid))
+            if (cht.session_dir("behind") / "transcript.jsonl").exists():
+                rss.append(rss_mib(proc.pid))  # from the first line transcribed: the model is loaded and ran
         except (SessionError, OSError):
             pass
         time.sleep(0.5)
     out, err = proc.communicate()
     assert proc.returncode == 0, err
+    grown = max(rss) - rss[0]
+    print(f"RSS {rss[0]:.0f} MiB at the first line, at most {max(rss):.0f} MiB: grew {grown:.0f} MiB; "
+          f"lag at most {max(lags):.0f} s")
+    # Measured: 321 -> 417 MiB (96 MiB: the engine's working memory, decoding, the queue). The
+    # whole talk's PCM as the queue holds it (float32, 16 kHz) is 29 MiB; a queue that kept
+    # audio it had transcribed, or decoded video piling up, would pass 150 MiB within minutes
+    assert grown < 150, (rss[0], max(rss), BACKLOG_MIB)
     assert max(lags) >= 300, max(lags)  # reported (status socket, status line, web UI): 5+ minutes waited
-    assert max(rss) < 1200, max(rss)  # MiB: eight minutes of PCM never piled up in memory
     heard = transcript_words(cht.session_dir("behind"))
     phrase = len(beckett_words())
     for k in range(0, len(truth), phrase):
