@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -55,6 +56,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from cht.config import SceneOptions
 
@@ -89,7 +91,13 @@ def grey(frame: av.VideoFrame, width: int) -> np.ndarray:
     area it covers (swscale's area filter: 0.7 ms for a 1080p frame). Point sampling would
     skip thin strokes of large frames and keep the full compression noise."""
     height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    return frame.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:  # one per thread: it keeps its swscale context while sizes stay
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, width, height, "gray", interpolation="AREA").to_ndarray()
+
+
+_local = threading.local()
 
 
 class SlideChangeDetector:
@@ -106,6 +114,7 @@ class SlideChangeDetector:
     def _start(self, t: float, image: np.ndarray) -> None:
         shape = self._grid(image)
         self._prev, self._ref = image, image.copy()
+        self._prev_detail = self._detail(image)
         self._ref_t = t  # when the saved picture was taken
         never = np.full(shape, -1e9)
         self._last_move = np.full(shape, t)  # per cell: when it last moved
@@ -126,7 +135,9 @@ class SlideChangeDetector:
         contrast. Their median move: a pointer, new text or a moving part of a video moves a
         cell by about its whole contrast and covers far fewer cells. Live cells are left out
         unless they are most of the picture (then the threshold is below the noise itself)."""
-        detail = np.maximum(self._detail(image), self._detail(self._prev))
+        current = self._detail(image)
+        detail = np.maximum(current, self._prev_detail)
+        self._prev_detail = current
         cells = (detail >= 2 * self.o.min_level) & (size <= self.o.noise_share * detail)
         if self._live.mean() < 0.5:
             cells &= ~self._live
@@ -134,9 +145,15 @@ class SlideChangeDetector:
             self._noise.append(float(np.median(size[cells])))
 
     def _detail(self, image: np.ndarray) -> np.ndarray:
-        rows, cols = self._grid(image)
-        cells = image.reshape(rows, self.o.block, cols, self.o.block)
-        return cells.max(axis=(1, 3)) - cells.min(axis=(1, 3))
+        """Per cell: its contrast (brightest minus darkest pixel)."""
+        parts = self._parts(image)
+        return np.maximum.reduce(parts) - np.minimum.reduce(parts)
+
+    def _parts(self, image: np.ndarray) -> list[np.ndarray]:
+        """The image as block×block interleaved grids, one per pixel offset in a cell: cell
+        statistics as element-wise operations, far cheaper than reducing a reshaped view."""
+        b = self.o.block
+        return [image[i::b, j::b] for i in range(b) for j in range(b)]
 
     @property
     def threshold(self) -> float:
@@ -256,9 +273,8 @@ class SlideChangeDetector:
 
     def _cell_diff(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per cell: the largest pixel difference, and the sign of the cell's mean difference."""
-        rows, cols = self._grid(a)
-        d = (a - b).reshape(rows, self.o.block, cols, self.o.block)
-        return np.abs(d).max(axis=(1, 3)), np.sign(d.sum(axis=(1, 3))).astype(np.int8)
+        parts = self._parts(a - b)
+        return np.maximum.reduce([np.abs(p) for p in parts]), np.sign(sum(parts)).astype(np.int8)
 
     def _copy_cells(self, dst: np.ndarray, src: np.ndarray, cells: tuple[np.ndarray, np.ndarray]) -> None:
         b = self.o.block
