@@ -57,7 +57,8 @@ def test_recorder_killed_twice_gives_three_segments_with_gaps(cht: Cht, tmp_path
         signal_time = time.monotonic() - t0
         __import__("os").kill(pid, signal.SIGKILL)
         kills.append(signal_time)
-        wait_for(lambda: recorder_pid(proc.pid) not in (None, pid), 2.0, 0.05, what="watchdog restart (<= 2 s)")
+        # the 1 s restart is asserted in-process (test_lifecycle); here Whisper competes for the CPU
+        wait_for(lambda: recorder_pid(proc.pid) not in (None, pid), 10.0, 0.05, what="the watchdog restart")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     manifest = cht.manifest("kills")
