@@ -99,3 +99,15 @@ def test_a_small_addition_counts_whatever_the_frame_size():
                 found.append((d.kind, d.t))
         assert [k for k, _ in found] == ["start", "scene"], (width, found)
         assert abs(found[1][1] - 4.875) <= 0.25, (width, found)
+
+
+def test_a_change_across_a_gap_is_dated_after_it():
+    """Samples either side of a recording gap: the change cannot be inside the gap."""
+    base = np.full((180, 320), 230, np.uint8)
+    changed = base.copy()
+    changed[40:52, 30:200] = 20  # a new line of text
+    detector = SlideChangeDetector()
+    found = [detector.process(i * 0.25, base) for i in range(20)]  # 0 - 4.75 s
+    found += [detector.process(8.0 + i * 0.25, changed) for i in range(8)]  # after a gap to 8 s
+    scenes = [d for d in found if d and d.kind == "scene"]
+    assert len(scenes) == 1 and scenes[0].t >= 8.0, scenes

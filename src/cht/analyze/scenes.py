@@ -177,7 +177,9 @@ class SlideChangeDetector:
         calm_before = self._prev_fraction < o.cut_fraction / 2
 
         # Per cell: movement episodes (for dating), reversals (live video, pointer trails).
-        mid = (self._prev_t + t) / 2
+        # A change happened between the two samples: dated at their middle, unless they
+        # straddle a gap in the recording (nothing was there to change).
+        mid = (self._prev_t + t) / 2 if t - self._prev_t <= 2 / o.sample_fps else t
         back = moved & (sign != self._dir) & (self._dir != 0) & (t - self._last_move <= o.reversal_s)
         self._trail[back & (t - self._last_rev > o.periodic_s)] = t
         self._last_rev[back] = t
@@ -187,9 +189,10 @@ class SlideChangeDetector:
         self._end[moved] = mid
         self._last_move[moved] = t
         self._dir[moved] = sign[moved]
-        decay = math.exp(-max(t - self._prev_t, 1e-3) / o.video_tau_s)
+        step = min(max(t - self._prev_t, 1e-3), 2 / o.sample_fps)  # a gap is not many samples
+        decay = math.exp(-step / o.video_tau_s)
         self._rate = self._rate * decay + moved * (1 - decay)
-        self._reversals = self._reversals * math.exp(-max(t - self._prev_t, 1e-3) / o.live_hold_s) + back
+        self._reversals = self._reversals * math.exp(-step / o.live_hold_s) + back
         self._prev_t = t
         self._prev, self._prev_fraction = image, fraction
 
