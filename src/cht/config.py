@@ -153,6 +153,7 @@ class SceneOptions:
     video_rate: float = 0.25  # share of samples a cell moved in, lately, that marks a video region
     video_tau_s: float = 8.0  # seconds: the memory of that share (a webcam is marked within 2.3 s)
     video_margin: int = 4  # cells: video regions are boxes on a grid of this many cells, one tile wider
+    camera_share: float = 0.5  # share of the picture that is live video above which only cuts count (a camera)
     cut_fraction: float = 0.5  # share of cells changing at once that is a hard cut
     min_scene_s: float = 2.0  # seconds: changes closer than this to the last one are not new scenes
     thumb_width: int = 320  # pixels: width of the thumbnail saved beside each keyframe

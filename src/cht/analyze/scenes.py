@@ -36,7 +36,9 @@ What must not count, and why it does not:
   settled change with such a trail around it is the pointer; it is taken into the saved
   picture without a report. A cursor's or a video's cells reverse over and over, so they
   are no trail.
-* leftovers smaller than `min_cells` are accepted silently after `absorb_s`.
+* leftovers smaller than `min_cells` are accepted silently after `absorb_s`;
+* while live cells and video regions cover `camera_share` of the picture, it is a camera
+  shot (or a full-screen video): only cuts are reported.
 
 `KeyframeWriter` saves each detection as a full-resolution JPEG plus a thumbnail in
 `frames/` and appends one JSON line to `frames.jsonl` (append-only: the truth for frames).
@@ -219,6 +221,8 @@ class SlideChangeDetector:
         video = ((self._rate >= o.video_rate) & (t - self._last_move <= o.live_hold_s)) | \
             (self._reversals >= 1 + math.exp(-1))
         self._live = live = _grow(self._live_until >= t, 1) | video_regions(video, o.video_margin)
+        if live.mean() >= o.camera_share:  # a camera shot: what settles in it is no slide change
+            return None
         settled = (t - self._last_move >= o.settle_s) & ~live
         differs = (self._cell_diff(image, self._ref)[0] > thr) & settled
         if not differs.any():
