@@ -1,15 +1,32 @@
-"""The streaming commit policy and the repeat guard, from recorded hypotheses (no model).
+"""The streaming commit policy and the repeat guard.
 
-The hypotheses are what Whisper base gave for growing buffers of jfk.flac (steps a second
-apart), and the loops are the two shapes seen: a sentence written twice back to back by
-`cht transcribe --all`, and French decoded as English repeating a clause in one window.
+First from recorded hypotheses, no model: growing buffers of jfk.flac a step apart, and the
+two loop shapes seen (a sentence written twice back to back by `cht transcribe --all`,
+French decoded as English repeating a clause in one window). Then with the real model on
+continuous speech (clips joined by 0.15 s of silence): every word committed within 5 s of its
+end, none twice, none missing against faster-whisper's own decode; an outage and a stop in
+mid-sentence; a speaker moving from English to French.
 """
 
 from __future__ import annotations
 
+import difflib
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cht import events as ev
+from cht.analyze.reader import PcmChunk
+from cht.offline import OFFLINE_TRANSCRIBE
 from cht.transcribe.agreement import LocalAgreement
+from cht.transcribe.chunker import RATE
 from cht.transcribe.repeats import drop_loops, find_loop
-from cht.transcribe.store import Word
+from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
+from cht.transcribe.worker import TranscribeOptions, Transcriber
+from speech import beckett, engine, model_dir, norm
 
 
 def words(text: str, start: float = 0.0, step: float = 0.4) -> list[Word]:
@@ -73,3 +90,151 @@ def test_real_speech_that_repeats_itself_is_not_a_loop():
                  "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
                  "no, no, no, I said no", "we shall fight on the beaches, we shall fight on the landing grounds"):
         assert find_loop(text.split()) is None, text
+
+
+# -- with the real model: continuous speech, cuts, languages --
+
+SLOW = pytest.mark.slow
+JFK = Path(__file__).resolve().parents[2] / "shared" / "media" / "jfk.flac"
+
+
+def clip(path) -> np.ndarray:
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(str(path))
+
+
+def joined(parts: list[np.ndarray], gap_s: float = 0.15) -> np.ndarray:
+    """Clips joined by short silences, as a lecture's sentences are: no pause a chunk ends at."""
+    gap = np.zeros(int(gap_s * RATE), np.float32)
+    out = [np.zeros(int(0.5 * RATE), np.float32)]
+    for part in parts:
+        out += [part, gap]
+    return np.concatenate(out + [np.zeros(RATE, np.float32)])
+
+
+def offline_words(audio: np.ndarray, language: str = "en") -> list[tuple[str, float, float]]:
+    """faster-whisper's own transcript of the audio (beam 5, 30 s windows): the words to expect."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(audio, language=language, beam_size=5, word_timestamps=True)
+    return [(norm(w.word), w.start, w.end) for s in segments for w in s.words if norm(w.word)]
+
+
+def transcribe(tmp_path, audio: np.ndarray, options: TranscribeOptions, *, live: bool, start: float = 0.0,
+               piece_s: float = 0.5, cuts: dict[float, float] | None = None):
+    """Feed `audio` from global time `start` (at real pace when `live`); `cuts` maps a time in
+    the audio to a jump of the global clock there (an outage). Returns the final lines with
+    the monotonic time each was written, and the monotonic time of global `start`."""
+    bus = ev.EventBus()
+    written: list[tuple[float, TranscriptLine]] = []
+    bus.subscribe(lambda e: written.extend((time.monotonic(), x) for x in e.lines)
+                  if isinstance(e, ev.TranscriptSegments) and e.final else None)
+    transcriber = Transcriber(engine(), TranscriptStore(tmp_path), bus, options)
+    transcriber.start()
+    pcm = (audio * 32767).astype(np.int16)
+    step, shift = int(piece_s * RATE), 0.0
+    t0 = time.monotonic()
+    for i in range(0, len(pcm), step):
+        for at, jump in (cuts or {}).items():
+            if i / RATE <= at < (i + step) / RATE:
+                shift += jump
+        if live:
+            time.sleep(max(0.0, t0 + (i + step) / RATE - time.monotonic()))
+        transcriber.feed(PcmChunk(start + shift + i / RATE, pcm[i:i + step]))
+    assert transcriber.stop()
+    return written, t0, TranscriptStore(tmp_path).read()
+
+
+def heard_words(lines: list[TranscriptLine]) -> list[tuple[str, float, float]]:
+    return [(norm(w.word), w.start, w.end) for line in lines for w in line.words if norm(w.word)]
+
+
+def check_words(truth, heard, missing_allowed: int) -> dict[int, int]:
+    """Heard against expected words, in order (difflib): at most `missing_allowed` missing
+    or extra, none heard twice (committed words go forward in time). Returns truth -> heard."""
+    assert all(b[1] >= a[1] - 0.3 for a, b in zip(heard, heard[1:])), f"a word went back in time: {heard}"
+    matcher = difflib.SequenceMatcher(a=[w for w, _, _ in truth], b=[w for w, _, _ in heard], autojunk=False)
+    pairs = {block.a + k: block.b + k for block in matcher.get_matching_blocks() for k in range(block.size)}
+    missing = [truth[i][0] for i in range(len(truth)) if i not in pairs]
+    extra = [heard[j][0] for j in range(len(heard)) if j not in pairs.values()]
+    assert len(missing) <= missing_allowed and len(extra) <= missing_allowed, (missing, extra, heard)
+    return pairs
+
+
+@SLOW
+def test_continuous_speech_is_committed_within_5_s_of_each_word_end(tmp_path):
+    audio = joined([clip(JFK), beckett().astype(np.float32) / 32768, clip(JFK)])
+    truth = offline_words(audio)
+    written, t0, lines = transcribe(tmp_path, audio, TranscribeOptions(language="en"), live=True)
+    heard = heard_words(lines)
+    pairs = check_words(truth, heard, missing_allowed=3)  # ±1 word per clip
+    walls = [wall for wall, line in written for w in line.words if norm(w.word)]
+    assert len(walls) == len(heard)
+    latency = {truth[i][0] + f"@{truth[i][2]:.1f}": round(walls[j] - (t0 + truth[i][2]), 2) for i, j in pairs.items()}
+    assert max(latency.values()) <= 5.0, latency
+    assert len([line for line in lines if line.text]) > 6, "committed piece by piece, not sentence by sentence"
+
+
+@SLOW
+def test_an_outage_and_a_stop_in_mid_sentence_lose_and_repeat_nothing(tmp_path):
+    """The recorder restarting in mid-sentence is a jump of the global clock (the follower's
+    view of it); a stop in mid-sentence is the end of the audio. Words clear of either are
+    all there, once, at their times."""
+    jfk = clip(JFK)
+    audio = joined([jfk, beckett().astype(np.float32) / 32768])
+    cut_at, jump = 6.5, 4.0  # within "ask not what your country can do for you"
+    stop_at = len(audio) / RATE - 4.0  # within "try again, fail again"
+    audio = audio[: int(stop_at * RATE)]
+    truth = offline_words(audio)
+    written, t0, lines = transcribe(tmp_path, audio, TranscribeOptions(language="en"), live=True, start=100.0,
+                                    cuts={cut_at: jump})
+    heard = heard_words(lines)
+    on_clock = [(w, s + 100.0 + (jump if s >= cut_at else 0.0), e + 100.0 + (jump if s >= cut_at else 0.0))
+                for w, s, e in truth]
+    end = 100 + jump + stop_at
+
+    def clear(w) -> bool:  # the words the cuts went through may be heard differently
+        return not (100 + cut_at - 1.0 < w[2] and w[1] < 100 + cut_at + jump + 1.0) and w[2] < end - 1.0
+
+    pairs = check_words([t for t in on_clock if clear(t)], [h for h in heard if clear(h)], missing_allowed=1)
+    assert len(pairs) > 20
+    assert all(b[1] >= a[2] - 0.3 for a, b in zip(heard, heard[1:])), f"a word twice: {heard}"
+    assert not [h for h in heard if 100 + cut_at + 0.05 < h[1] < 100 + cut_at + jump - 0.05], "a word in the outage"
+    spans = sorted(line.span for line in lines)
+    assert all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), "spans overlap"
+    assert spans[-1][1] == pytest.approx(end, abs=0.05), "the end after the stop is covered"
+
+
+@SLOW
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng is not installed (scripts/test installs it)")
+def test_a_speaker_moving_from_english_to_french_is_followed(tmp_path):
+    english = espeak("The committee met on Tuesday to discuss the budget for next year, and most of the "
+                     "members agreed that the library needs a new roof.", "en")
+    french = espeak("Bonjour à tous. Aujourd'hui, nous allons parler de la France, de son histoire et de sa "
+                    "culture. La ville de Paris est très belle au printemps.", "fr-fr")
+    audio = joined([english, french], gap_s=0.6)
+    switch = (0.5 + len(english) / RATE + 0.3)
+    for live in (False, True):
+        out = tmp_path / ("live" if live else "catch-up")
+        out.mkdir()
+        options = TranscribeOptions() if live else TranscribeOptions(**{**OFFLINE_TRANSCRIBE.__dict__, "language": None})
+        _, _, lines = transcribe(out, audio, options, live=live)
+        spoken = [line for line in lines if line.text]
+        before = [line for line in spoken if line.end <= switch]
+        after = [line for line in spoken if line.start >= switch]
+        assert before and all(line.language == "en" for line in before), [(x.language, x.text) for x in spoken]
+        assert after and all(line.language == "fr" for line in after), [(x.language, x.text) for x in spoken]
+        text = " ".join(line.text for line in after).lower()
+        assert "france" in text and "histoire" in text, text
+
+
+def espeak(text: str, voice: str) -> np.ndarray:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "140", "-w", str(wav), text], check=True)
+        return clip(wav)

@@ -24,8 +24,12 @@ from cht.transcribe.offline import finish_index
 from cht.transcribe.store import TRANSCRIPT
 from cht.transcribe.worker import TranscribeOptions
 
-OFFLINE_POLICY = ChunkPolicy(min_s=8.0, max_s=25.0, pause_s=0.3)  # more context, fewer calls: no one waits
-OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=5,
+# Catch-up: no one waits, so no steps; chunks of 18-28 s all get the 30 s window Whisper was
+# trained on, so the engine batches them (one window size per batch), greedy like live (bench:
+# beam 5 cost twice as much for no better words); the repeat guard catches the loops long
+# windows invite.
+OFFLINE_POLICY = ChunkPolicy(min_s=18.0, max_s=28.0, pause_s=0.3)
+OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=1,
                                        live_index=False)
 
 

@@ -138,7 +138,7 @@ class SpeechEngine:
             if steps is not None:
                 first, draft = steps.items[0][1], client.peek_draft()
                 if (steps.language is None or client.language != steps.language or len(steps.items) >= self.max_batch
-                        or draft is None or window_s(draft.seconds) != window_s(first.seconds)):
+                        or draft is None or window_s(draft.seconds, True) != window_s(first.seconds, True)):
                     continue
             chunk = client.take_draft()
             if chunk is None:
@@ -160,12 +160,26 @@ class SpeechEngine:
                 decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True))
                 self.batched_windows += len(audios)
             self.calls += 1
+            decoded = [self._language_checked(client, chunk, d, 1, True) if d is not None else None
+                       for (client, chunk), d in zip(steps.items, decoded)]
         except Exception:
             log.exception("a step of %d window(s) failed", len(steps.items))
         spent = time.perf_counter() - began
         total = sum(chunk.seconds for _, chunk in steps.items) or 1.0
         for (client, chunk), result in zip(steps.items, decoded):
             client.draft_done(chunk, result, spent * chunk.seconds / total)
+
+    def _language_checked(self, client: Transcriber, chunk: Chunk, decoded: Decoded, beam_size: int,
+                          step: bool) -> Decoded:
+        """A window decoded in the session's pinned language whose words the model doubts is
+        checked for another language; one the model is sure of is decoded again in it, and
+        the session follows (a speaker who moved from English to French)."""
+        if not client.doubts(chunk, decoded):
+            return decoded
+        language, p = self.model.detect_language(chunk.audio)
+        if language == decoded.language or not client.switch_language(language, p):
+            return decoded
+        return self.model.transcribe(chunk.audio, language=language, beam_size=beam_size, step=step)
 
     def _fits(self, batch: _Batch, client: Transcriber, chunk: Chunk) -> bool:
         speech = self._speech_items(batch)
@@ -197,6 +211,8 @@ class SpeechEngine:
                                                           beam_size=batch.beam_size)
                     self.batched_windows += len(audios)
                 self.calls += 1
+                decoded = [self._language_checked(client, chunk, d, batch.beam_size, False)
+                           for (client, chunk), d in zip(speech, decoded)]
                 results = {id(chunk): d for (_, chunk), d in zip(speech, decoded)}
             except Exception:
                 log.exception("transcribing %d window(s) failed", len(speech))

@@ -35,6 +35,7 @@ REQUIRED = ("model.bin", "config.json", "tokenizer.json")
 MIN_WINDOW_S = 10.0  # seconds the encoder sees at least (a chunk plus silence)
 ENCODE_PAD_S = 2.0  # ... and at least this much silence after a chunk's last sample
 WINDOWS_S = (10.0, 15.0, 20.0, 30.0)  # the window sizes the encoder is given
+STEP_WINDOWS_S = (6.0,) + WINDOWS_S  # ... and for steps: a loop in a step is only dropped, never committed
 FULL_WINDOW_FRAMES = 3000  # Whisper's own 30 s window, in mel frames (100 a second)
 TOKENS_PER_S = 8  # more text tokens than this per second of audio is a decoding loop
 MAX_WORDS_PER_S = 6.0  # ... as is more words than this
@@ -165,13 +166,20 @@ class SpeechModel:
         if draft:
             beam_size, word_timestamps = 1, False
         seconds = len(audio) / SAMPLE_RATE
-        frames = _window_frames(seconds)
+        frames = _window_frames(seconds, step)
         decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, draft or step)
         if step:
             decoded.words = drop_loops(decoded.words, lambda w: w.word)
         elif _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, beam_size, word_timestamps, draft)
         return decoded
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """The language of one window and the model's probability for it (one encoder pass
+        and one decoder step: a fraction of a decode)."""
+        self._model.encode_frames = _window_frames(len(audio) / SAMPLE_RATE)
+        language, p, _ = self._model.detect_language(audio=audio)
+        return language, float(p)
 
     def _again(self, audio, language: str | None, beam_size: int, word_timestamps: bool, draft: bool) -> Decoded:
         """A window whose words look like a loop, decoded again with the full 30 s window and
@@ -190,7 +198,7 @@ class SpeechModel:
         if len(audios) == 1:
             return [self.transcribe(audios[0], language=language, beam_size=beam_size, step=step)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
-        self._model.encode_frames = _window_frames(longest)
+        self._model.encode_frames = _window_frames(longest, step)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                               language=language)
@@ -230,17 +238,19 @@ class SpeechModel:
                        1.0 if language else float(info.language_probability))
 
 
-def window_s(seconds: float) -> float:
+def window_s(seconds: float, step: bool = False) -> float:
     """The encoder window for `seconds` of audio: the smallest of `WINDOWS_S` that holds it
     and `ENCODE_PAD_S` of silence. Fixed sizes let the engine batch only windows of one size,
-    so a chunk decodes the same whether it shares a batch or not."""
-    need = max(MIN_WINDOW_S, seconds + ENCODE_PAD_S)
-    return next((w for w in WINDOWS_S if w >= need), WINDOWS_S[-1])
+    so a chunk decodes the same whether it shares a batch or not. A step (a few seconds of
+    uncommitted audio, decoded every second) may get 6 s: a third less encoder work."""
+    sizes = STEP_WINDOWS_S if step else WINDOWS_S
+    need = seconds + ENCODE_PAD_S if step else max(MIN_WINDOW_S, seconds + ENCODE_PAD_S)
+    return next((w for w in sizes if w >= need), sizes[-1])
 
 
-def _window_frames(seconds: float) -> int:
+def _window_frames(seconds: float, step: bool = False) -> int:
     """Mel frames the encoder sees for `seconds` of audio (see `SpeechModel`)."""
-    return min(FULL_WINDOW_FRAMES, round(window_s(seconds) * 100))
+    return min(FULL_WINDOW_FRAMES, round(window_s(seconds, step) * 100))
 
 
 def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:

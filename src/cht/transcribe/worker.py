@@ -35,6 +35,7 @@ log = logging.getLogger("cht.transcribe")
 INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
+DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
 STEP_NEW_S = 0.5  # seconds of new audio a step needs at least
 
@@ -273,6 +274,25 @@ class Transcriber:
         pending = self._agreement.pending
         cut = last.end if not pending else max(last.end, (last.end + pending[0].start) / 2)
         self._drop_to = cut
+
+    def doubts(self, chunk: Chunk, decoded: Decoded) -> bool:
+        """Is this window perhaps in another language than the pinned one? (Not when the user
+        named the language.) French decoded as English averaged 0.58 here, English 0.86."""
+        if self.options.language is not None or self.language is None or chunk.seconds < PIN_MIN_S:
+            return False
+        words = decoded.words
+        return bool(words) and sum(w.probability for w in words) / len(words) < DOUBT_P
+
+    def switch_language(self, language: str, p: float) -> bool:
+        """The engine heard `language` (probability `p`) in a doubted window: follow it if sure."""
+        if p < PIN_LANGUAGE_P:
+            return False
+        log.info("spoken language: %s now (p=%.2f, was %s)", language, p, self.language)
+        self.language = language
+        self.language_switches += 1
+        return True
+
+    language_switches = 0
 
     def _pin(self, decoded: Decoded, chunk: Chunk) -> None:
         if self.language is None and decoded.language_p >= PIN_LANGUAGE_P and chunk.seconds >= PIN_MIN_S:
