@@ -173,7 +173,8 @@ def test_continuous_speech_is_committed_within_5_s_of_each_word_end(tmp_path):
     walls = [wall for wall, line in written for w in line.words if norm(w.word)]
     assert len(walls) == len(heard)
     latency = {truth[i][0] + f"@{truth[i][2]:.1f}": round(walls[j] - (t0 + truth[i][2]), 2) for i, j in pairs.items()}
-    assert max(latency.values()) <= 5.0, latency
+    late = {word: s for word, s in latency.items() if s > 5.0}
+    assert not late, (late, f"median {np.median(list(latency.values())):.2f} s")
     assert len([line for line in lines if line.text]) > 6, "committed piece by piece, not sentence by sentence"
 
 
