@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import Cht, decode_fully, recorder_pid, wait_for
-from speech import match, make_speech_video, transcript_words
+from speech import make_speech_video, match, same_word, transcript_words
 
 BEFORE_S = 1.6  # seconds a gap may start before the kill: the 1 s fragment in progress, the
 #                 ~0.3 s until ffmpeg writes a finished fragment, the 0.25 s watchdog tick of the clock
@@ -170,8 +170,11 @@ def check(cht: Cht, session: str, truth: list, phrase_words: int, kills, report:
         if not any(a <= start and end <= b for a, b in spans):
             report.extra_words.append(f"{word} at {start:.2f}")
     for phrase, (a, b) in zip(phrases, spans):
-        said = Counter(w for w, _, _ in phrase)
-        got = Counter(w for w, s, e in heard if a <= s and e <= b)
+        # "fail" heard as "failed" is the same word (speech.same_word): count them as one
+        words = sorted({w for w, _, _ in phrase}, key=len)
+        key = lambda w: next((x for x in words if same_word(w, x)), w)  # noqa: E731
+        said = Counter(key(w) for w, _, _ in phrase)
+        got = Counter(key(w) for w, s, e in heard if a <= s and e <= b)
         report.duplicated_words += [f"{w} x{n} at {a + 1:.1f}" for w, n in got.items() if n > said.get(w, 0) > 0]
     report.phrases = len(phrases)
     windows = [(o.kill - BEFORE_S, o.restart + AFTER_S) for o in report.outages] + report.gaps

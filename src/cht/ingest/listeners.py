@@ -232,9 +232,9 @@ class SrtListener:
             with self._proc_lock, open(self._log_path, "ab") as log_file:
                 if self._stopped.is_set():
                     return None
-                self._proc = subprocess.Popen(self._args(read), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                              stderr=log_file, start_new_session=True, pass_fds=(read,),
-                                              preexec_fn=die_with_parent())
+                self._proc = subprocess.Popen(die_with_parent(self._args(read)), stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE, stderr=log_file, start_new_session=True,
+                                              pass_fds=(read,))
                 return self._proc
         finally:
             os.close(read)

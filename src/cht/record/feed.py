@@ -51,12 +51,11 @@ class PipeFeed:
             log_file.write(f"--- generator: {' '.join(self._args)}\n".encode())
             log_file.flush()
             self._proc = subprocess.Popen(
-                self._args,
+                die_with_parent(self._args, signal.SIGTERM),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not ffmpeg's
-                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self._thread = threading.Thread(target=self._pump, name="cht-feed", daemon=True)
         self._thread.start()

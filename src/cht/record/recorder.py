@@ -8,11 +8,11 @@ and it gets SIGINT if cht dies, so it finishes its last fragment instead of bein
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 import threading
@@ -23,20 +23,24 @@ log = logging.getLogger("cht.recorder")
 _ERROR_WORDS = ("error", "failed", "refused", "invalid", "no such", "denied", "unable")
 
 
-def die_with_parent(sig: int = signal.SIGINT):
-    """A preexec_fn: the child gets `sig` when cht dies (even by kill -9).
+# The child sets its parent-death signal itself and then execs the command: no preexec_fn.
+# For a preexec_fn, Python runs PyOS_AfterFork_Child in the forked child, which frees the
+# other threads' thread-locals there; a PyAV reformatter kept by the follower's decoding
+# thread is among them, and its destructor waits on a condition variable of a slice thread
+# the child does not have, so the fork never returned and the recorder was never restarted
+# (seen in `bench/soak.py`, 2026-11-29).
+_EXEC_WITH_PDEATHSIG = ("import ctypes, os, sys; ctypes.CDLL(None).prctl(1, int(sys.argv[1]))  # PR_SET_PDEATHSIG\n"
+                        "os.execvp(sys.argv[2], sys.argv[2:])")
+
+
+def die_with_parent(args: list[str], sig: int = signal.SIGINT) -> list[str]:
+    """`args` run so that the process gets `sig` when cht dies (even by kill -9): the same
+    pid, the command line of the wrapper holds `args`, then exec makes it `args`.
 
     Best effort for a graceful end: the kernel sends the signal again each time the child is
     handed to another of cht's dying threads, and a second SIGINT makes ffmpeg abandon its
     last fragment (at most `fragment_s` of media, which `cht rebuild` then cuts off)."""
-
-    def setup() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-    return setup
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(int(sig)), *args]
 
 
 class Recorder:
@@ -57,12 +61,11 @@ class Recorder:
             log_file.flush()
             self._log_offset = log_file.tell()
             self._proc = subprocess.Popen(
-                self.args,
+                die_with_parent(self.args),
                 stdin=subprocess.PIPE if self._stdin_fed else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self._stdout_sink else subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,
-                preexec_fn=die_with_parent(),
             )
         log.info("run %d: recorder pid %d", self.run, self._proc.pid)
         if self._stdout_sink is not None:
