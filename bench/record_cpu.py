@@ -1,9 +1,12 @@
 """CPU cost of recording: CPU seconds per minute of recorded media.
 
-Source: a generated 1280x720 30 fps H.264 + AAC file, recorded by the real `cht record`
-at real pace (as a live source would arrive) and with --fast. The recorder's CPU comes from
-its own /proc counters, sampled until it exits; cht's total (Python lifecycle + recorder)
-from the rusage of the `cht record` process tree. A re-encode of the same media (x264
+Source: a generated 1280x720 30 fps H.264 (3 Mb/s) + AAC file whose audio is real speech
+(beckett.wav every 12 s, so Whisper has work), recorded by the real `cht record` at real
+pace (as a live source would arrive) with what it runs by default (recorder, scenes,
+waveform, live transcript), without the transcript, recording only, and with --fast. The
+recorder's CPU comes from its own /proc counters, sampled until it exits; cht's total from
+the rusage of the `cht record` process tree: Python start-up, loading the speech model, the
+follower's decoding, every stage, and the recorder. A re-encode of the same media (x264
 veryfast, what a recorder that does not stream-copy pays) is the reference row.
 
     python bench/record_cpu.py [--seconds 60]
@@ -25,14 +28,18 @@ from pathlib import Path
 
 from cht.media.ffmpeg import ffmpeg_exe
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from speech import speech_wav  # noqa: E402  (tests/: beckett.wav at known offsets)
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def make_source(path: Path, seconds: int) -> None:
+    wav = speech_wav(path.with_suffix(".wav"), [1.0 + 12.0 * k for k in range(int(seconds // 12))], seconds)
     subprocess.run([
         ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
         "-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=30:d={seconds}",
-        "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
+        "-i", str(wav),
         "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-b:v", "3M", "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "128k", str(path),
     ], check=True)
@@ -59,9 +66,9 @@ def recorder_of(pid: int) -> int | None:
     return None
 
 
-def record(src: Path, data_dir: Path, name: str, fast: bool) -> dict:
+def record(src: Path, data_dir: Path, name: str, *flags: str) -> dict:
     env = {**os.environ, "CHT_DATA_DIR": str(data_dir)}
-    args = [sys.executable, "-m", "cht.cli", "record", "--session", name, str(src)] + (["--fast"] if fast else [])
+    args = [sys.executable, "-m", "cht.cli", "record", "--no-ui", "--language", "en", "--session", name, str(src), *flags]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,13 +117,16 @@ def main() -> None:
         src = tmp / "src.mp4"
         make_source(src, opts.seconds)
         rows = [
-            ("cht record, real pace (stream copy)", record(src, tmp / "d1", "paced", fast=False)),
-            ("cht record --fast (stream copy)", record(src, tmp / "d2", "fast", fast=True)),
+            ("cht record --no-analyze, real pace (recording only)", record(src, tmp / "d0", "rec", "--no-analyze")),
+            ("cht record --no-transcribe, real pace (+ scenes, waveform)",
+             record(src, tmp / "d1", "scenes", "--no-transcribe")),
+            ("cht record, real pace (+ live transcript: the default)", record(src, tmp / "d2", "all")),
+            ("cht record --fast (the default, at file speed)", record(src, tmp / "d3", "fast", "--fast")),
             ("reference: ffmpeg re-encode x264 veryfast", reencode(src, tmp / "re.mp4")),
         ]
     cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     print(f"machine: {platform.node()} ({cpu}), Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-    print(f"source: 1280x720 30 fps H.264 (3 Mb/s) + AAC, {opts.seconds} s\n")
+    print(f"source: 1280x720 30 fps H.264 (3 Mb/s) + AAC speech (beckett.wav every 12 s), {opts.seconds} s\n")
     print("| run | media s | wall s | recorder CPU-s / media min | % of one core | cht total CPU-s / media min |")
     print("|---|---|---|---|---|---|")
     for name, r in rows:
