@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from cht.transcribe.store import Word
 
 BEFORE_S = 0.25  # a word starting this long before the committed end was already committed
-OVERLAP_S = 0.1  # a word matching the committed tail is that word again if it starts before the tail ends (+ this)
+OVERLAP_S = 0.05  # a word matching the committed tail is that word again if it starts before the tail ends (+ this)
 MAX_OVERLAP = 5  # words of the committed tail compared with the head of a new hypothesis
+REPEAT_S = 1.0  # ... two or more of them starting within this of the committed end are a repeat
 
 
 def key(word: str) -> str:
@@ -71,9 +72,11 @@ class LocalAgreement:
         out = [w for w in words if w.start >= self.committed_end - BEFORE_S and key(w.word)]
         for n in range(min(MAX_OVERLAP, len(self._tail), len(out)), 0, -1):
             tail = self._tail[-n:]
-            # the same words, and heard where they were: a speaker's own "no, no" starts later
-            if (out[0].start < tail[0].end + OVERLAP_S
-                    and [key(w.word) for w in tail] == [key(w.word) for w in out[:n]]):
+            # Two words or more again right after the committed end are those words decoded
+            # again (their times moved: seen by 0.5 s on beckett.wav); one word must also be
+            # heard where it was, for a speaker's own "no, no" starts later.
+            near = out[0].start < (self.committed_end + REPEAT_S if n > 1 else tail[0].end + OVERLAP_S)
+            if near and [key(w.word) for w in tail] == [key(w.word) for w in out[:n]]:
                 return out[n:]
         return out
 

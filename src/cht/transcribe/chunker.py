@@ -48,6 +48,16 @@ class Chunk:
             k += 1
         return max(start, min(k * WINDOW_S, end))
 
+    def quietest(self, start: float, end: float) -> float | None:
+        """The global time of the quietest VAD window between global `start` and `end`, if
+        it is not speech; None otherwise (no place to cut there)."""
+        a, b = start - self.start, end - self.start  # seconds into the chunk (marks aside: close enough)
+        ks = range(max(0, int(a / WINDOW_S)), min(len(self.probs), int(b / WINDOW_S) + 1))
+        if not ks:
+            return None
+        k = min(ks, key=lambda i: self.probs[i])
+        return self.to_global(k * WINDOW_S) if self.probs[k] < SPEECH_P else None
+
     def to_global(self, seconds: float) -> float:
         """Global time of a point `seconds` into the chunk's audio."""
         offset = seconds * RATE

@@ -272,8 +272,10 @@ class Transcriber:
         if not (last.word.rstrip()[-1:] in ".?!" or chunk.seconds > KEEP_S):
             return
         pending = self._agreement.pending
-        cut = last.end if not pending else max(last.end, (last.end + pending[0].start) / 2)
-        self._drop_to = cut
+        until = pending[0].start + 0.1 if pending else last.end + 0.3
+        cut = chunk.quietest(last.end - 0.1, max(until, last.end))
+        if cut is not None:  # never in a word: its second half would be heard as another word
+            self._drop_to = cut
 
     def doubts(self, chunk: Chunk, decoded: Decoded) -> bool:
         """Is this window perhaps in another language than the pinned one? (Not when the user
