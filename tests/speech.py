@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import wave
 from functools import lru_cache
 from pathlib import Path
@@ -142,7 +143,7 @@ def engine():
 
 
 def live_recording(session, source_spec: str, bus, cache_dir: Path, *, speech=None, language: str | None = "en",
-                   stages: tuple[str, ...] = ("scenes", "waveform", "transcript")):
+                   stages: tuple[str, ...] = ("scenes", "waveform", "transcript"), fast: bool = False):
     """What `cht record` runs in its process: the recorder and a follower of its files."""
     from cht.config import RecordOptions
     from cht.record.sources import parse_source
@@ -151,5 +152,29 @@ def live_recording(session, source_spec: str, bus, cache_dir: Path, *, speech=No
     from cht.transcribe.worker import TranscribeOptions
 
     config = StageConfig(engine=speech or engine(), transcribe=TranscribeOptions(language=language))
-    return build_recording(session, parse_source(source_spec), RecordOptions(), bus, cache_dir=cache_dir,
+    return build_recording(session, parse_source(source_spec), RecordOptions(fast=fast), bus, cache_dir=cache_dir,
                            stages=stages, config=config)
+
+
+class SlowModel:
+    """The real model, made slower than real time: the fault of a CPU that cannot keep up.
+    It also records when each call ran, to prove no two ever overlap."""
+
+    def __init__(self, model, extra_s: float) -> None:
+        self.model, self.extra_s = model, extra_s
+        self.calls: list[tuple[float, float]] = []
+
+    def transcribe(self, audio, **kwargs):
+        return self._timed(self.model.transcribe, audio, **kwargs)
+
+    def transcribe_batch(self, audios, **kwargs):
+        return self._timed(self.model.transcribe_batch, audios, **kwargs)
+
+    def _timed(self, method, *args, **kwargs):
+        began = time.monotonic()
+        try:
+            time.sleep(self.extra_s)
+            return method(*args, **kwargs)
+        finally:
+            self.calls.append((began, time.monotonic()))
+

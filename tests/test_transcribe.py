@@ -24,7 +24,7 @@ from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.store import TranscriptStore, covered
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from conftest import Cht, recorder_pid, wait_for
-from speech import beckett, beckett_words, engine, live_recording, make_speech_video, match, transcript_words
+from speech import SlowModel, beckett, beckett_words, engine, live_recording, make_speech_video, match, transcript_words
 
 pytestmark = pytest.mark.slow
 
@@ -101,29 +101,6 @@ def test_stop_right_after_speech_keeps_the_last_phrase(cht: Cht, tmp_path):
     found = match(truth[-2:], heard)  # "fail better"
     assert all(found.values()), heard
     assert cht.manifest("stop")["duration"] < 20
-
-
-class SlowModel:
-    """The real model, made slower than real time: the fault of a CPU that cannot keep up.
-    It also records when each call ran, to prove no two ever overlap."""
-
-    def __init__(self, model, extra_s: float) -> None:
-        self.model, self.extra_s = model, extra_s
-        self.calls: list[tuple[float, float]] = []
-
-    def transcribe(self, audio, **kwargs):
-        return self._timed(self.model.transcribe, audio, **kwargs)
-
-    def transcribe_batch(self, audios, **kwargs):
-        return self._timed(self.model.transcribe_batch, audios, **kwargs)
-
-    def _timed(self, method, *args, **kwargs):
-        began = time.monotonic()
-        try:
-            time.sleep(self.extra_s)
-            return method(*args, **kwargs)
-        finally:
-            self.calls.append((began, time.monotonic()))
 
 
 def test_one_chunk_at_a_time_and_lag_reported_when_the_model_falls_behind(tmp_path):
