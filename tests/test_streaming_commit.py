@@ -224,8 +224,8 @@ def test_an_outage_and_a_stop_in_mid_sentence_lose_and_repeat_nothing(tmp_path):
 
 
 @SLOW
-@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng is not installed (scripts/test installs it)")
 def test_a_speaker_moving_from_english_to_french_is_followed(tmp_path):
+    assert shutil.which("espeak-ng"), "espeak-ng is needed: scripts/test installs it (apt-get install espeak-ng)"
     english = espeak("The committee met on Tuesday to discuss the budget for next year, and most of the "
                      "members agreed that the library needs a new roof.", "en")
     french = espeak("Bonjour à tous. Aujourd'hui, nous allons parler de la France, de son histoire et de sa "
