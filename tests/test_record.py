@@ -184,7 +184,9 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     assert not still_running(below), "no ffmpeg left behind (an orphan is re-parented: look by pid)"
     manifest = cht.manifest("demo")
     assert manifest["state"] == "stopped"
-    assert 8.0 <= manifest["duration"] <= elapsed + 2.0, (manifest["duration"], elapsed)
+    # The manifest appears once the first fragment has landed, up to a few seconds after the
+    # first media on a loaded machine (measured 2.2 s late in a full suite under load).
+    assert 8.0 <= manifest["duration"] <= elapsed + 4.0, (manifest["duration"], elapsed)
     counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
     assert counts["video"] > 150 and counts["audio"] > 100
     # The demo gives every later stage something real: slide changes and speech.
