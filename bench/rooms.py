@@ -142,7 +142,7 @@ class Watch:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.seen: dict[tuple[int, int], tuple[float, float]] = {}  # (chunk, word#) -> (word end, wall seen)
+        self.seen: dict[tuple[float, str], tuple[float, float]] = {}  # (start, word) -> (word end, wall seen)
         self.origin: float | None = None
 
     def poll(self, now: float) -> None:
@@ -158,11 +158,18 @@ class Watch:
                 line = json.loads(row)
             except ValueError:
                 continue
-            for i, w in enumerate(line.get("words") or []):
-                self.seen.setdefault((line["chunk"], i), (w["end"], now))
+            for w in line.get("words") or []:  # a word is its time and spelling: lines may share a chunk
+                self.seen.setdefault((round(w["start"], 3), w["word"]), (w["end"], now))
 
     def latencies(self) -> list[float]:
         return [seen - (self.origin + end) for end, seen in self.seen.values()] if self.origin else []
+
+
+def _unlocked(root: Path) -> bool:
+    """No process holds the session's analysis lock: its transcript is final."""
+    from cht.session import lock_held
+
+    return not lock_held(root / ".analysis.lock")
 
 
 def run(n: int, seconds: float, video: Path, folder: Path) -> dict:
@@ -209,9 +216,8 @@ def run(n: int, seconds: float, video: Path, folder: Path) -> dict:
             cpu_media = cpu_s(tree(service.pid)) - cpu0
             wall_media = now - t0
         if ended_at is not None:
-            complete = all((w.root / "transcript" / "index.json").exists() and json.loads(
-                (w.root / "transcript" / "index.json").read_text()).get("complete") for w in watches.values())
-            if (complete and len(watches) == n) or now - last_new > 120:
+            closed = len(watches) == n and all(_unlocked(w.root) for w in watches.values())  # drained
+            if (closed and now - last_new > 3) or now - last_new > 120:
                 break
         time.sleep(0.2)
     drain = last_new - ended_at
@@ -236,10 +242,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", default="1,2,4,6,8", help="room counts to run, comma-separated")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each room's lecture")
+    parser.add_argument("--keep", type=Path, help="keep the media and sessions in this folder")
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         spec = lecture(duration=seconds, slide_every=30, bullet_every=6, cuts=((seconds / 2, 4),))
         video = render(spec, folder / "lecture.mp4", rate=25, audio=False)
         rows = []
