@@ -55,6 +55,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -65,11 +66,14 @@ from cht.config import SceneOptions
 log = logging.getLogger("cht.analyze")
 
 
+FrameKind = Literal["start", "scene", "manual"]
+
+
 @dataclass
 class Detection:
     t: float  # global seconds
     score: float  # share of the grid that changed
-    kind: str  # scene | manual | start
+    kind: FrameKind
 
 
 @dataclass
@@ -78,7 +82,7 @@ class FrameRecord:
     file: str  # relative to the session dir
     thumb: str
     score: float
-    kind: str
+    kind: FrameKind
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
