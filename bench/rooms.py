@@ -90,10 +90,33 @@ def speech(room: int, seconds: float, folder: Path) -> Path:
     return wav
 
 
-def room_media(room: int, seconds: float, video: Path, folder: Path) -> Path:
+def real_speech(room: int, seconds: float, folder: Path) -> Path:
+    """Real voices back to back: jfk.flac (../shared/media) and beckett.wav (the moonshine
+    wheel) alternately, 0.15 s apart, each room starting at another point of the cycle."""
+    import moonshine_onnx
+
+    clips = [Path(__file__).resolve().parents[2] / "shared" / "media" / "jfk.flac",
+             Path(moonshine_onnx.__file__).parent / "assets" / "beckett.wav"]
+    if not clips[0].exists():
+        raise SystemExit(f"--speech real needs {clips[0]}")
+    inputs, parts = [], []
+    for k in range(int(seconds / 10) + 2):
+        inputs += ["-i", str(clips[(k + room) % 2])]
+        parts.append(f"[{k}:a]aresample=16000,apad=pad_dur=0.15[a{k}]")
+    graph = ";".join(parts) + ";" + "".join(f"[a{k}]" for k in range(len(parts))) + f"concat=n={len(parts)}:v=0:a=1"
+    wav = folder / f"room{room}.real.wav"
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", *inputs, "-filter_complex", graph,
+                    "-t", str(seconds), "-ar", "48000", "-ac", "1", str(wav)], check=True)
+    return wav
+
+
+SPEECH = {"espeak": speech, "real": real_speech}
+
+
+def room_media(room: int, seconds: float, video: Path, folder: Path, kind: str = "espeak") -> Path:
     path = folder / f"room{room}.ts"
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(video),
-                    "-i", str(speech(room, seconds, folder)), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-i", str(SPEECH[kind](room, seconds, folder)), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
                     "-c:a", "aac", "-b:a", "96k", "-t", str(seconds), str(path)], check=True)
     return path
 
@@ -172,8 +195,8 @@ def _unlocked(root: Path) -> bool:
     return not lock_held(root / ".analysis.lock")
 
 
-def run(n: int, seconds: float, video: Path, folder: Path) -> dict:
-    media = [room_media(k, seconds, video, folder) for k in range(n)]
+def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak") -> dict:
+    media = [room_media(k, seconds, video, folder, kind) for k in range(n)]
     data = folder / f"data{n}"
     ports = [free_port() for _ in range(n)]
     args = [sys.executable, "-m", "cht.cli", "--data-dir", str(data), "ingest", "--no-ui", "--no-relay",
@@ -243,6 +266,8 @@ def main() -> None:
     parser.add_argument("--rooms", default="1,2,4,6,8", help="room counts to run, comma-separated")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each room's lecture")
     parser.add_argument("--keep", type=Path, help="keep the media and sessions in this folder")
+    parser.add_argument("--speech", choices=sorted(SPEECH), default="espeak",
+                        help="espeak: synthetic paragraphs with no pause; real: jfk.flac and beckett.wav back to back")
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,10 +277,10 @@ def main() -> None:
         video = render(spec, folder / "lecture.mp4", rate=25, audio=False)
         rows = []
         for n in (int(x) for x in args.rooms.split(",")):
-            row = run(n, seconds, video, folder)
+            row = run(n, seconds, video, folder, args.speech)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{args.minutes:g}-minute rooms, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
+    print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
     print("| rooms | words | committed latency median / p95 s | worst room p95 s | max lag s | "
           "last word after media end s | CPU % (200 = both cores) | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
