@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ STEP_WINDOWS_S = (6.0,) + WINDOWS_S  # ... and for steps: a loop in a step is on
 FULL_WINDOW_FRAMES = 3000  # Whisper's own 30 s window, in mel frames (100 a second)
 TOKENS_PER_S = 8  # more text tokens than this per second of audio is a decoding loop
 MAX_WORDS_PER_S = 6.0  # ... as is more words than this
+SHORT_WINDOW_S = 5.0  # audio shorter than this is where Whisper repeats a short phrase
 COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
 
@@ -255,11 +257,21 @@ def _window_frames(seconds: float, step: bool = False) -> int:
 
 def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
     """Too many words for the audio, text that compresses like a repetition (Whisper's own
-    test: a gzip compression ratio above 2.4), or a phrase repeated back to back (`repeats`:
-    a repeated sentence in a long window passes the compression test)."""
+    test: a gzip compression ratio above 2.4), a phrase repeated back to back (`repeats`:
+    a repeated sentence in a long window passes the compression test), or, in a short window,
+    any phrase of two words or more said twice in a row: "Ever tried. Ever tried." for one
+    2.9 s phrase was seen in the kill loop and the soak. Such a window is only decoded again
+    with the full window; a repeat that is still there then is kept (people do say it)."""
     text = "".join(w.word for w in words)
     return (len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
-            or find_loop([w.word for w in words]) is not None)
+            or find_loop([w.word for w in words]) is not None
+            or seconds < SHORT_WINDOW_S and _repeats_back_to_back([w.word for w in words]))
+
+
+def _repeats_back_to_back(words: list[str], shortest: int = 2) -> bool:
+    keys = [re.sub(r"[^\w']", "", w.lower()) for w in words]
+    return any(keys[i:i + n] == keys[i + n:i + 2 * n]
+               for n in range(shortest, len(keys) // 2 + 1) for i in range(len(keys) - 2 * n + 1))
 
 
 
