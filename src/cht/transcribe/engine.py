@@ -61,8 +61,6 @@ class SpeechEngine:
         self._thread: threading.Thread | None = None
         self._busy = 0
         self.max_concurrent = 0  # model calls ever running at once (must stay 1)
-        self.calls = 0  # model calls made
-        self.batched_windows = 0  # windows decoded in batches of more than one
 
     # -- clients --
 
@@ -154,12 +152,10 @@ class SpeechEngine:
         decoded: list[Decoded | None] = [None] * len(steps.items)
         try:
             audios = [chunk.audio for _, chunk in steps.items]
-            if len(audios) == 1:
-                decoded = [self.model.transcribe(audios[0], language=steps.language, step=True)]
-            else:
+            if steps.language is None:  # detected: a window on its own (see `_next_job`)
+                decoded = [self.model.transcribe(audios[0], language=None, step=True)]
+            else:  # one window or several: `transcribe_batch` decodes a single one on its own
                 decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True))
-                self.batched_windows += len(audios)
-            self.calls += 1
             decoded = [self._language_checked(client, chunk, d, 1, True) if d is not None else None
                        for (client, chunk), d in zip(steps.items, decoded)]
         except Exception:
@@ -203,14 +199,11 @@ class SpeechEngine:
         if speech:
             try:
                 audios = [chunk.audio for _, chunk in speech]
-                if batch.language is None or len(speech) == 1:
-                    decoded = [self.model.transcribe(audios[0], language=batch.language,
-                                                     beam_size=batch.beam_size)]
+                if batch.language is None:  # detected: a window on its own (see `_fits`)
+                    decoded = [self.model.transcribe(audios[0], language=None, beam_size=batch.beam_size)]
                 else:
                     decoded = self.model.transcribe_batch(audios, language=batch.language,
                                                           beam_size=batch.beam_size)
-                    self.batched_windows += len(audios)
-                self.calls += 1
                 decoded = [self._language_checked(client, chunk, d, batch.beam_size, False)
                            for (client, chunk), d in zip(speech, decoded)]
                 results = {id(chunk): d for (_, chunk), d in zip(speech, decoded)}

@@ -85,7 +85,6 @@ class Transcriber:
         self._index_at = 0.0
         self._silence: list[float] | None = None  # [chunk id, start, end] of silence not yet written
         self._reported_lag = -1.0
-        self.chunks_transcribed = 0
         self.busy_s = 0.0  # seconds of model time spent on this session (the real-time factor's numerator)
 
     # -- the producer side (the follower's thread) --
@@ -226,7 +225,6 @@ class Transcriber:
                 self._note_silence(chunk)
             else:
                 self.busy_s += busy_s
-                self.chunks_transcribed += 1
                 self._pin(decoded, chunk)
                 self._flush_silence()
                 words = self._agreement.finish(self._words(chunk, decoded))
