@@ -82,9 +82,11 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
             hits = [i for i, js in match(truth, heard, tolerance=1.0).items() if js]
             assert len(hits) >= len(truth) - 2, (n, heard)
             # Bounded: a chunk is at most 15 s of speech, and the lag comes down again once it is
-            # transcribed (on a loaded machine it peaks higher, but never only grows).
+            # transcribed (on a loaded machine it peaks higher).
             assert lags[url] and max(lags[url]) < 30.0, f"room {n}'s lag must stay bounded: {lags[url]}"
-            assert min(lags[url][lags[url].index(max(lags[url])):]) < max(lags[url]), lags[url]
+            # ... and it is not a backlog that only grows: it falls back at least once during the
+            # push (sampling ends with the push, so the last sample may well be a new peak).
+            assert any(b < a for a, b in zip(lags[url], lags[url][1:])), lags[url]
         else:  # the room whose client died: what it sent before the kill
             assert duration == pytest.approx(KILL_AT, abs=2.0)
             before = [w for w in truth if w[2] < duration - 1.0]
