@@ -407,8 +407,8 @@ def ingest(
              "transcript, live, until that recording stops.")
 def follow(
     target: str = typer.Argument(..., metavar="ID|DIR", help="A session id in the data dir, or a session dir."),
-    stages: str = typer.Option(",".join(("scenes", "waveform", "transcript")), "--stages",
-                               help="Which stages to run, comma-separated: scenes,waveform,transcript."),
+    stages: str = typer.Option(",".join(("scenes", "waveform", "transcript", "ocr")), "--stages",
+                               help="Which stages to run, comma-separated: scenes,waveform,transcript,ocr."),
     min_scene: str = MIN_SCENE,
     model: Optional[Path] = MODEL,
     language: Optional[str] = LANGUAGE,
@@ -528,7 +528,7 @@ def rebuild(session_id: str = typer.Argument(..., metavar="ID")) -> None:
               f"{fmt_time(manifest.duration)}, {len(manifest.gaps)} gap(s)")
 
 
-@app.command(help="Re-run scene detection and the waveform on a finished session, replacing their files.")
+@app.command(help="Re-run scene detection, the waveform and slide text (OCR) on a finished session, replacing their files.")
 def analyze(
     session_id: str = typer.Argument(..., metavar="ID"),
     min_scene: str = MIN_SCENE,
@@ -540,10 +540,17 @@ def analyze(
     manifest = session.current_manifest()
     from cht.offline import analyze_offline
 
+    from cht.ocr.text import read_ocr
+
+    bus = ev.EventBus()
+    bus.subscribe(lambda e: err.print(f"warning: {escape(e.message)}") if isinstance(e, ev.Warning) else None)
     with _analysing(session), _progress("analysing", manifest.duration) as report:
-        frames = analyze_offline(session.root, manifest, ev.EventBus(), report, scene_options)
+        frames = analyze_offline(session.root, manifest, bus, report, scene_options)
+    _reindex(session)
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
-    out.print(f"analysed {session.id}: {scenes} scene(s), waveform in {session.root / 'audio'}")
+    texts = sum(1 for s in read_ocr(session.root) if s.lines)
+    out.print(f"analysed {session.id}: {scenes} scene(s), {texts} keyframe(s) with text, "
+              f"waveform in {session.root / 'audio'}")
 
 
 @app.command(help="Transcribe what a finished session's transcript is missing (or all of it again, --all).")
@@ -577,13 +584,16 @@ def transcribe(
               + (f"; {sum(b - a for a, b in left):.0f} s still missing" if left else ""))
 
 
-@app.command(help='Search every transcript: words, "exact phrases", prefix*, -excluded.')
+@app.command(help='Search every transcript and slide: words, "exact phrases", prefix*, -excluded.')
 def search(
     query: str = typer.Argument(..., help='What to find, e.g. \'"try again" fail*\'.'),
     session_id: Optional[str] = typer.Option(None, "--session", help="Only this session."),
     since: Optional[str] = typer.Option(None, "--since", help="Only sessions started since: a date or an age (3d)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000, help="At most this many hits."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only what was said (speech) or shown (slide)."),
 ) -> None:
+    if kind not in (None, "speech", "slide"):
+        raise SessionError(f"--kind {kind!r}: choose speech or slide")
     if session_id is not None:
         Session.open(State.data_dir, session_id)  # a one-line error for an unknown id
     since_epoch = _parsed(lambda text: parse_since(text, time.time()), since) if since else None
@@ -592,7 +602,7 @@ def search(
         return
     index = SearchIndex(State.data_dir)
     try:
-        hits = index.search(query, session=session_id, since=since_epoch, limit=limit)
+        hits = index.search(query, session=session_id, since=since_epoch, limit=limit, kind=kind)
     finally:
         index.close()
     if not hits:
@@ -600,7 +610,8 @@ def search(
         return
     for hit in hits:
         snippet = escape(hit.snippet).replace(MARK_START, "[bold yellow]").replace(MARK_END, "[/]")
-        out.print(f"[bold]{hit.session}[/] {fmt_time(hit.t)}  {snippet}\n  [dim]{ui_url(hit.session, hit.t)}[/]")
+        when = f"on slide at {fmt_time(hit.t)}" if hit.kind == "slide" else fmt_time(hit.t)
+        out.print(f"[bold]{hit.session}[/] {when}  {snippet}\n  [dim]{ui_url(hit.session, hit.t)}[/]")
 
 
 @app.command(help="Rebuild the search index from every session's transcript.")

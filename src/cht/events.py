@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
+    from cht.ocr.text import SlideText
     from cht.transcribe.store import TranscriptLine
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class SceneDetected(Event):
     thumb: str
     score: float
     kind: str  # start | scene | manual
+
+
+@dataclass
+class SlideTextRead(Event):
+    slide: SlideText  # a keyframe's text lines and title, as ocr.jsonl holds it
 
 
 @dataclass

@@ -36,14 +36,14 @@ OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=
 def analyze_offline(session_dir: Path, manifest: Manifest, bus: ev.EventBus | None = None,
                     progress: Callable[[float], None] | None = None,
                     options: SceneOptions | None = None) -> list[FrameRecord]:
-    """Re-run the scenes and waveform stages on a finished session, replacing their files only
+    """Re-run the scenes, waveform and OCR stages on a finished session, replacing their files only
     at the end (an interrupted run leaves the previous results as they were); manual captures stay."""
     bus = bus or ev.EventBus()
     work = session_dir / ".analyze.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     context = StageContext(manifest.id, session_dir, work, bus, lambda: manifest)
-    stages = build_stages(("scenes", "waveform"), context, StageConfig(scenes=options or SceneOptions()))
+    stages = build_stages(("scenes", "waveform", "ocr"), context, StageConfig(scenes=options or SceneOptions()))
     Follower(session_dir, bus, stages, lambda: manifest.segments).run_to_end(progress)
     clear_derived(session_dir, keep_into=work)
     for name in DERIVED:

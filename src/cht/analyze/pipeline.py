@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cht.analyze.scenes import read_frames
 
-DERIVED = ("frames", "frames.jsonl", "audio")
+DERIVED = ("frames", "frames.jsonl", "audio", "ocr.jsonl")
 
 
 def clear_derived(session_dir: Path, keep_into: Path | None = None, names: tuple[str, ...] = DERIVED) -> None:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from cht import events as ev
 from cht.index.search import SearchIndex
+from cht.ocr.text import read_ocr
 from cht.session import Session, epoch, list_sessions
 from cht.transcribe.store import read_spoken
 
@@ -16,16 +17,20 @@ log = logging.getLogger("cht.index")
 
 
 def follow(index: SearchIndex, session_id: str, started: Callable[[], str], source: str) -> ev.Listener:
-    """A bus listener adding each final transcript line as it is written. The index is
+    """A bus listener adding each final transcript line and each keyframe's text as it is written. The index is
     derived: if it cannot be written the recording goes on (and `cht reindex` catches up)."""
 
     def on_event(event: ev.Event) -> None:
-        if not isinstance(event, ev.TranscriptSegments) or not event.final:
+        is_slide = isinstance(event, ev.SlideTextRead)
+        if not is_slide and (not isinstance(event, ev.TranscriptSegments) or not event.final):
             return
         began = started()
         try:
-            index.add(session_id, event.lines,
-                      started=epoch(began) if began else None, source=source)
+            if is_slide:
+                index.add_slides(session_id, [event.slide], started=epoch(began) if began else None, source=source)
+            else:
+                index.add(session_id, event.lines,
+                          started=epoch(began) if began else None, source=source)
         except sqlite3.Error as exc:
             log.warning("search index not updated: %s (run `cht reindex`)", exc)
 
@@ -33,11 +38,11 @@ def follow(index: SearchIndex, session_id: str, started: Callable[[], str], sour
 
 
 def reindex_session(index: SearchIndex, session: Session) -> int:
-    """Replace a session's lines with what its transcript holds; returns the line count."""
+    """Replace a session's lines with what its transcript and slides hold; returns the line count."""
     manifest = session.current_manifest()
     lines = read_spoken(session.root)
     started = epoch(manifest.started_at) if manifest.started_at else session.root.stat().st_mtime
-    index.replace_session(session.id, lines, started=started, source=manifest.source)
+    index.replace_session(session.id, lines, started=started, source=manifest.source, slides=read_ocr(session.root))
     return len(lines)
 
 

@@ -1,7 +1,8 @@
-"""The search index: every session's transcript lines in SQLite FTS5, in the data dir.
+"""The search index: every session's transcript lines and slide text in SQLite FTS5, in the data dir.
 
 It is derived: deleting `index.sqlite` loses nothing (`cht reindex` rebuilds it from the
-sessions' `transcript.jsonl`). While recording, final lines are added as they are written,
+sessions' `transcript.jsonl` and `ocr.jsonl`). Slide text is its own kind (`slides`): a hit says
+whether the words were said or shown. While recording, final lines are added as they are written,
 so a phrase is searchable a moment after it is transcribed. Several processes may write at
 once (two recordings, a reindex): WAL mode and a busy timeout let SQLite serialise them.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cht.index.query import Query, fold, parse
+from cht.ocr.text import SlideText
 from cht.transcribe.store import TranscriptLine
 
 INDEX_FILE = "index.sqlite"
@@ -38,6 +40,15 @@ CREATE TRIGGER IF NOT EXISTS lines_ai AFTER INSERT ON lines BEGIN
     INSERT INTO lines_fts (rowid, text) VALUES (new.id, new.text); END;
 CREATE TRIGGER IF NOT EXISTS lines_ad AFTER DELETE ON lines BEGIN
     INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.id, old.text); END;
+CREATE TABLE IF NOT EXISTS slides (
+    id INTEGER PRIMARY KEY, session TEXT NOT NULL, t REAL NOT NULL, file TEXT NOT NULL,
+    title TEXT NOT NULL, text TEXT NOT NULL, UNIQUE (session, file));
+CREATE VIRTUAL TABLE IF NOT EXISTS slides_fts USING fts5(
+    text, content='slides', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS slides_ai AFTER INSERT ON slides BEGIN
+    INSERT INTO slides_fts (rowid, text) VALUES (new.id, new.text); END;
+CREATE TRIGGER IF NOT EXISTS slides_ad AFTER DELETE ON slides BEGIN
+    INSERT INTO slides_fts (slides_fts, rowid, text) VALUES ('delete', old.id, old.text); END;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -50,6 +61,7 @@ class Hit:
     end: float
     snippet: str  # with MARK_START / MARK_END around matched words
     text: str
+    kind: str = "speech"  # speech | slide (then `t` is when the keyframe showed)
 
 
 class SearchIndex:
@@ -75,12 +87,22 @@ class SearchIndex:
             self._db.execute("BEGIN IMMEDIATE")
             self._insert(session, lines, started, source)
 
-    def replace_session(self, session: str, lines: list[TranscriptLine], *, started: float, source: str) -> None:
+    def replace_session(self, session: str, lines: list[TranscriptLine], *, started: float, source: str,
+                        slides: list[SlideText] = ()) -> None:
         """All of a session's lines at once: readers see the old set or the new, never none."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._drop(session)
             self._insert(session, lines, started, source)
+            self._insert_slides(session, slides)
+
+    def add_slides(self, session: str, slides: list[SlideText], *, started: float | None = None,
+                   source: str | None = None) -> None:
+        """Add (or replace, by keyframe) a session's slide text."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._insert(session, [], started, source)
+            self._insert_slides(session, slides)
 
     def sessions(self) -> set[str]:
         with self._lock:
@@ -102,30 +124,64 @@ class SearchIndex:
         self._db.executemany("INSERT INTO lines (session, chunk, start, end, text, words) "
                              "VALUES (?, ?, ?, ?, ?, ?)", rows)
 
+    def _insert_slides(self, session: str, slides: list[SlideText]) -> None:
+        rows = [(session, s.t, s.file, s.title, s.text) for s in slides if s.lines]
+        self._db.executemany("DELETE FROM slides WHERE session = ? AND file = ?", [(r[0], r[2]) for r in rows])
+        self._db.executemany("INSERT INTO slides (session, t, file, title, text) VALUES (?, ?, ?, ?, ?)", rows)
+
     def _drop(self, session: str) -> None:
         self._db.execute("DELETE FROM lines WHERE session = ?", (session,))
+        self._db.execute("DELETE FROM slides WHERE session = ?", (session,))
         self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
 
     # -- searching --
 
     def search(self, text: str, *, session: str | None = None, since: float | None = None,
-               limit: int = 20) -> list[Hit]:
+               limit: int = 20, kind: str | None = None) -> list[Hit]:
         """Ranked hits: the typed words as an exact phrase first, then by BM25. A query whose
         every word is in more than `RANKED_UP_TO` lines gains nothing from BM25 (such a word
-        weighs next to nothing) but would make it score them all: newest first instead."""
+        weighs next to nothing) but would make it score them all: newest first instead.
+        `kind`: only speech or only slide hits; both kinds are merged by their BM25 scores."""
         query = parse(text)
         if query.empty:
             return []
-        order = "bm25(lines_fts)" if self._matches_at_most(query) <= RANKED_UP_TO else "lines_fts.rowid DESC"
-        hits: dict[int, Hit] = {}
+        ranked = self._matches_at_most(query) <= RANKED_UP_TO
+        hits: dict[tuple[str, int], Hit] = {}
         for expression in (query.as_phrase(), query.match()):
             if expression is None:
                 continue
-            for row_id, hit in self._run(expression, query, session, since, limit, order):
-                hits.setdefault(row_id, hit)
+            found = []
+            if kind in (None, "speech"):
+                order = "bm25(lines_fts)" if ranked else "lines_fts.rowid DESC"
+                found += self._run(expression, query, session, since, limit, order)
+            if kind in (None, "slide"):
+                found += self._run_slides(expression, session, since, limit)
+            found.sort(key=lambda item: item[0])  # stable: unranked speech keeps its newest-first order
+            for _, key, hit in found:
+                hits.setdefault(key, hit)
             if len(hits) >= limit:
                 break
         return list(hits.values())[:limit]
+
+    def _run_slides(self, expression: str, session: str | None, since: float | None, limit: int):
+        sql = ("SELECT slides.id, slides.session, slides.t, slides.text, bm25(slides_fts), "
+               f"snippet(slides_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
+               "FROM slides_fts JOIN slides ON slides.id = slides_fts.rowid "
+               "LEFT JOIN sessions ON sessions.id = slides.session WHERE slides_fts MATCH ?")
+        args: list = [expression]
+        if session is not None:
+            sql += " AND slides.session = ?"
+            args.append(session)
+        if since is not None:
+            sql += " AND sessions.started >= ?"
+            args.append(since)
+        sql += " ORDER BY bm25(slides_fts) LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [(score, ("slide", row_id), Hit(sess, t, t, t, snippet.replace("\n", " / "), text.replace("\n", " / "),
+                                               "slide"))
+                for row_id, sess, t, text, score, snippet in rows]
 
     def _matches_at_most(self, query: Query) -> int:
         """An upper bound on the lines an AND query matches: its rarest part's line count."""
@@ -144,7 +200,8 @@ class SearchIndex:
     def _run(self, expression: str, query: Query, session: str | None, since: float | None, limit: int,
              order: str):
         sql = ("SELECT lines.id, lines.session, lines.start, lines.end, lines.text, lines.words, "
-               f"snippet(lines_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
+               f"snippet(lines_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16), "
+               f"{order if order.startswith('bm25') else '0.0'} "
                "FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid "
                "LEFT JOIN sessions ON sessions.id = lines.session WHERE lines_fts MATCH ?")
         args: list = [expression]
@@ -158,8 +215,9 @@ class SearchIndex:
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        for row_id, sess, start, end, line_text, words, snippet in rows:
-            yield row_id, Hit(sess, _first_match(json.loads(words), query, start), start, end, snippet, line_text)
+        return [(score, ("speech", row_id),
+                 Hit(sess, _first_match(json.loads(words), query, start), start, end, snippet, line_text))
+                for row_id, sess, start, end, line_text, words, snippet, score in rows]
 
 
 def _compact(words: list[dict]) -> str:

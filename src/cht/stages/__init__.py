@@ -9,6 +9,7 @@ from cht import events as ev
 
 from cht.errors import SessionError
 from cht.stages.base import Stage, StageConfig, StageContext
+from cht.stages.ocr import OcrStage
 from cht.stages.scenes import ScenesStage
 from cht.stages.transcript import TranscriptStage
 from cht.stages.waveform import WaveformStage
@@ -17,6 +18,7 @@ REGISTRY: dict[str, Callable[[StageContext, StageConfig], Stage]] = {
     "scenes": ScenesStage,
     "waveform": WaveformStage,
     "transcript": TranscriptStage,
+    "ocr": OcrStage,
 }
 ALL = tuple(REGISTRY)
 
