@@ -620,10 +620,11 @@ def reindex() -> None:
     out.print(f"indexed {lines} transcript line(s) from {sessions_count} session(s)")
 
 
-@app.command(help="Export a session: subtitles (srt, vtt), text, Markdown notes with the slides, or JSON.")
+@app.command(help="Export a session: subtitles (srt, vtt), text, Markdown notes with the slides, chapters "
+             "from slide titles (WebVTT), or JSON.")
 def export(
     session_id: str = typer.Argument(..., metavar="ID"),
-    fmt: str = typer.Option("md", "--format", "-f", help="srt | vtt | txt | md | json"),
+    fmt: str = typer.Option("md", "--format", "-f", help="srt | vtt | txt | md | json | chapters"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout; md: ID.md)."),
     per_segment: bool = typer.Option(False, "--per-segment", help="Subtitles: one file per segment, on its clock."),
 ) -> None:

@@ -1,10 +1,12 @@
 """Export a session: subtitles on the global clock (or per segment, on its own clock),
-plain text, Markdown notes with the slides, or everything as one JSON document."""
+plain text, Markdown notes with the slides, chapters from slide titles (WebVTT), or
+everything as one JSON document."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -13,13 +15,15 @@ from pathlib import Path
 from cht.analyze.scenes import FrameRecord, read_frames
 from cht.console import fmt_time
 from cht.errors import SessionError
-from cht.index.cues import cues, to_srt, to_vtt
+from cht.index.cues import cues, timestamp, to_srt, to_vtt
+from cht.ocr.text import Chapter, SlideText, chapters, read_ocr
 from cht.session import Manifest, Session
 from cht.transcribe.store import TranscriptLine, read_spoken
 
-FORMATS = ("srt", "vtt", "txt", "md", "json")
+FORMATS = ("srt", "vtt", "txt", "md", "json", "chapters")
 JSON_SCHEMA = "cht.export/1"
 MARK = ".cht-export"  # in a `<name>_files/` folder: cht wrote it, so cht may replace it
+_BULLET = re.compile(r"^\s*[-–•*·‣▪]\s+")  # a bullet sign drawn on the slide
 WAVEFORM_LEVELS = {160: "audio/waveform.json", 1600: "audio/waveform-1600.json", 16000: "audio/waveform-16000.json"}
 
 
@@ -47,12 +51,20 @@ def _export(session: Session, fmt: str, out: Path | None, *, per_segment: bool =
         return _per_segment(manifest, lines, fmt, out or Path(f"{session.id}.{fmt}"))
     text = {"srt": lambda: to_srt(cues(lines)), "vtt": lambda: to_vtt(cues(lines)),
             "txt": lambda: plain(lines), "json": lambda: json.dumps(document(session, manifest, lines),
-                                                                     indent=2, ensure_ascii=False) + "\n"}[fmt]()
+                                                                     indent=2, ensure_ascii=False) + "\n",
+            "chapters": lambda: vtt_chapters(chapters(read_ocr(session.root), manifest.duration))}[fmt]()
     if out is None:
         print(text, end="")
         return []
     _write(out, text)
     return [out]
+
+
+def vtt_chapters(items: list[Chapter]) -> str:
+    """WebVTT chapters (`<track kind="chapters">`): one cue per slide title."""
+    blocks = [f"{i}\n{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{c.title}\n"
+              for i, c in enumerate(items, 1)]
+    return "WEBVTT\n\n" + "\n".join(blocks)
 
 
 def plain(lines: list[TranscriptLine]) -> str:
@@ -80,6 +92,8 @@ def document(session: Session, manifest: Manifest, lines: list[TranscriptLine]) 
         "session_dir": str(session.root),
         "manifest": manifest.to_dict(),
         "frames": [asdict(f) for f in read_frames(session.root)],
+        "slides": [asdict(s) for s in read_ocr(session.root)],
+        "chapters": [asdict(c) for c in chapters(read_ocr(session.root), manifest.duration)],
         "waveform": {str(spp): name for spp, name in WAVEFORM_LEVELS.items() if (session.root / name).exists()},
         "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
                         "language": line.language, "words": [asdict(w) for w in line.words]} for line in lines],
@@ -123,10 +137,15 @@ def _markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine],
               folder: str) -> list[Path]:
     (work / MARK).write_text("written by cht export; replaced by the next export to the same notes\n")
     frames = sorted(read_frames(session.root), key=lambda f: f.t)
+    slides = {s.file: s for s in read_ocr(session.root)}
+    heads = {c.start: c.title for c in chapters(list(slides.values()), manifest.duration)}
     parts = [f"# {session.id}\n",
              f"Recorded {manifest.started_at.replace('T', ' ')[:19]} from `{manifest.source}` · "
              f"{fmt_time(manifest.duration)} · {len(frames)} slide(s) · "
              f"{sum(len(line.words) or len(line.text.split()) for line in lines)} words\n"]
+    if heads:
+        parts.append("\nChapters:\n\n" + "".join(f"{i}. {_md_text(title)} ({fmt_time(t)})\n"
+                                                for i, (t, title) in enumerate(heads.items(), 1)))
     gaps = list(manifest.gaps)
     sections: list[tuple[FrameRecord | None, list[TranscriptLine]]] = [(None, [])] + [(f, []) for f in frames]
     for line in lines:
@@ -140,13 +159,18 @@ def _markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine],
         if frame is None and not said:
             continue
         if frame is not None:
-            parts.append(f"\n## {fmt_time(frame.t)}" + (" (captured)" if frame.kind == "manual" else "") + "\n")
+            slide = slides.get(frame.file)
+            if slide is not None and slide.t in heads:
+                parts.append(f"\n## {_md_text(heads[slide.t])}\n")
+            parts.append(f"\n### {fmt_time(frame.t)}" + (" (captured)" if frame.kind == "manual" else "") + "\n")
             image = session.root / frame.file
             if image.is_file():
                 copy = work / Path(frame.file).name
                 shutil.copyfile(image, copy)
                 written.append(copy)
                 parts.append(f"\n![Slide at {fmt_time(frame.t)}]({folder}/{copy.name})\n")
+            if slide is not None:
+                parts.append(_slide_bullets(slide))
         for line in said:
             while gaps and gaps[0].start <= line.start:
                 gap = gaps.pop(0)
@@ -154,6 +178,19 @@ def _markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine],
             parts.append(f"\n**[{fmt_time(line.start)}]** {line.text}\n")
     _write(target, "".join(parts))
     return written
+
+
+def _slide_bullets(slide: SlideText) -> str:
+    """The slide's text under its picture: its lines as bullets, the title left out (it is
+    the heading), a bullet sign the slide drew itself dropped."""
+    items = [line.text for line in slide.lines if not (slide.title and line.text.strip() in slide.title)]
+    items = [_BULLET.sub("", text) or text for text in items]
+    return "\n" + "".join(f"- {_md_text(text)}\n" for text in items) if items else ""
+
+
+def _md_text(text: str) -> str:
+    """Text read off a slide, shown as text in Markdown (never as markup)."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|!" else ch for ch in text)
 
 
 def _write(path: Path, text: str) -> None:
