@@ -20,6 +20,7 @@ from cht import events as ev
 from cht.analyze.audio import LEVELS, level_name, read_dat_range
 from cht.analyze.scenes import read_frames
 from cht.index.search import MARK_END, MARK_START, SearchIndex
+from cht.ocr.text import chapters, read_ocr
 from cht.session import Manifest, list_sessions
 from cht.transcribe.store import INDEX, read_spoken
 from cht.web.guard import frame_path, segment_path, session_or_404, token_ok
@@ -98,12 +99,17 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
         sess = session(session_id)
         live = state.live.get(session_id)
         manifest = live.manifest() if live and live.manifest else sess.current_manifest()
+        slides = read_ocr(sess.root)
+        text = {s.file: s.text for s in slides}
         return {
             "manifest": manifest.to_dict(),
             "live": live is not None,
             "seq": live.bus.last_seq if live else 0,
             "frames": [{"t": f.t, "kind": f.kind, "url": f"/media/{session_id}/frames/{Path(f.file).name}",
-                        "thumb": f"/media/{session_id}/frames/{Path(f.thumb).name}"} for f in read_frames(sess.root)],
+                        "thumb": f"/media/{session_id}/frames/{Path(f.thumb).name}", "text": text.get(f.file, "")}
+                       for f in read_frames(sess.root)],
+            "chapters": [{"start": c.start, "end": c.end, "title": c.title}
+                         for c in chapters(slides, manifest.duration)],
             "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
                             "final": True} for line in read_spoken(sess.root)],
             "levels": [spp for spp in LEVELS if (sess.root / "audio" / f"{level_name(spp)}.dat").exists()],
@@ -129,7 +135,8 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
         elif state.only:
             session_id = state.only
         hits = state.index.search(q, session=session_id, limit=limit)
-        return [{"session": h.session, "t": h.t, "text": h.text, "url": f"/session/{h.session}?t={h.t:.2f}",
+        return [{"session": h.session, "t": h.t, "text": h.text, "kind": h.kind,
+                 "url": f"/session/{h.session}?t={h.t:.2f}",
                  "snippet": html.escape(h.snippet).replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")}
                 for h in hits]
 

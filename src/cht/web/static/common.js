@@ -8,7 +8,9 @@ function showHits(input, hits, onPick) {
   const r = input.getBoundingClientRect(); box.style.top = `${r.bottom + window.scrollY + 4}px`; box.style.left = `${Math.max(8, r.right - 520)}px`;
   if (!hits.length) { box.append(el("div", { className: "empty" }, "No match.")); }
   for (const h of hits) {
-    const row = el("div"); row.innerHTML = `<b>${h.session}</b> ${fmt(h.t)} · ${h.snippet}`;
+    const when = h.kind === "slide" ? `on slide at ${fmt(h.t)}` : fmt(h.t);
+    const row = el("div"); row.innerHTML = `<b>${h.session}</b> ${when} · ${h.snippet}`;
+    row.dataset.kind = h.kind || "speech";
     row.addEventListener("click", () => { box.hidden = true; onPick(h); }); box.append(row);
   }
   box.hidden = false;

@@ -5,7 +5,7 @@ const ID = decodeURIComponent(location.pathname.split("/").pop());
 const LEVELS = [160, 1600, 16000];  // samples per pixel at 16 kHz: 100, 10, 1 pixels a second
 const video = $("video"), canvas = $("wave"), ctx = canvas.getContext("2d");
 const S = {
-  manifest: { segments: [], gaps: [], duration: 0 }, frames: [], lines: new Map(), live: false, state: "",
+  manifest: { segments: [], gaps: [], duration: 0 }, frames: [], chapters: [], lines: new Map(), live: false, state: "",
   seg: -1, follow: false, view: [0, 0], userView: false, peaks: new Map(), loading: new Set(),
   seq: 0, seqs: [], ws: null, retry: 0, autoscroll: true,
 };
@@ -47,11 +47,11 @@ async function loadSession() {
   const data = await getJSON(`/api/sessions/${encodeURIComponent(ID)}`);
   S.manifest = data.manifest; S.live = data.live; S.seq = Math.max(S.seq, data.seq);
   S.state = data.live || data.manifest.state === "recording" ? "recording" : data.manifest.state;
-  S.frames = data.frames;
+  S.frames = data.frames; S.chapters = data.chapters || [];
   for (const line of data.transcript) S.lines.set(line.chunk, line);
   document.title = `cht · ${ID}`; $("title").textContent = ID;
   $("capture").hidden = $("liveBtn").hidden = !S.live;
-  renderThumbs(); renderTranscript(); status();
+  renderThumbs(); renderChapters(); renderTranscript(); status();
   if (!S.userView) S.view = [0, Math.max(10, S.manifest.duration)];
   draw();
 }
@@ -88,10 +88,32 @@ function upsertLine(line) {
 $("transcript").addEventListener("scroll", (e) => { const p = e.target; S.autoscroll = p.scrollTop + p.clientHeight >= p.scrollHeight - 30; });
 
 // ---- keyframes ----
+// Each thumbnail with the text read off it underneath (selectable: a click on the text
+// selects, a click on the picture seeks).
 function renderThumbs() { const strip = $("thumbs"); strip.replaceChildren(); for (const f of S.frames) strip.append(thumbEl(f)); }
 function thumbEl(f) {
+  const fig = el("figure", { className: "kf" });
   const img = el("img", { src: f.thumb, alt: `Keyframe at ${fmt(f.t)}`, title: fmt(f.t), loading: "lazy" });
-  img.dataset.t = f.t; img.addEventListener("click", () => { leaveLive(); seek(f.t, true); }); return img;
+  img.addEventListener("click", () => { leaveLive(); seek(f.t, true); });
+  fig.dataset.t = f.t; fig.append(img, el("figcaption", { className: "kftext" }, f.text || ""));
+  return fig;
+}
+function setFrameText(file, text) {
+  const name = file.split("/").pop(), i = S.frames.findIndex((f) => f.url.endsWith(`/${name}`));
+  if (i < 0) return;
+  S.frames[i].text = text; $("thumbs").children[i]?.querySelector("figcaption")?.replaceChildren(text);
+}
+// Chapters: one per new slide title; a click seeks to it.
+function renderChapters() {
+  const nav = $("chapters"); nav.replaceChildren(); nav.hidden = !S.chapters.length;
+  for (const c of S.chapters) {
+    const b = el("button", { className: "chapter", title: `${fmt(c.start)} – ${fmt(c.end)}` });
+    b.dataset.start = c.start; b.append(el("time", {}, fmt(c.start)), ` ${c.title}`);
+    b.addEventListener("click", () => { leaveLive(); seek(c.start, true); }); nav.append(b);
+  }
+}
+async function refreshChapters() {
+  const data = await getJSON(`/api/sessions/${encodeURIComponent(ID)}`); S.chapters = data.chapters || []; renderChapters();
 }
 
 // ---- waveform ----
@@ -157,8 +179,10 @@ function tick() {
     row.classList.toggle("current", on); if (on) current = row;
   }
   if (current && !video.paused && !S.follow) current.scrollIntoView({ block: "nearest" });
-  let shown = null; for (const img of $("thumbs").children) if (Number(img.dataset.t) <= t) shown = img;
-  for (const img of $("thumbs").children) img.classList.toggle("current", img === shown);
+  let shown = null; for (const fig of $("thumbs").children) if (Number(fig.dataset.t) <= t) shown = fig;
+  for (const fig of $("thumbs").children) fig.classList.toggle("current", fig === shown);
+  let chapter = null; for (const b of $("chapters").children) if (Number(b.dataset.start) <= t) chapter = b;
+  for (const b of $("chapters").children) b.classList.toggle("current", b === chapter);
   draw();
 }
 video.addEventListener("timeupdate", tick);
@@ -194,6 +218,10 @@ function handle(e) {
         const f = { t: e.t, kind: e.kind, url: `/media/${encodeURIComponent(ID)}/frames/${e.file.split("/").pop()}`, thumb: `/media/${encodeURIComponent(ID)}/frames/${e.thumb.split("/").pop()}` };
         S.frames.push(f); $("thumbs").append(thumbEl(f)); draw();
       }
+      break;
+    case "SlideTextRead":
+      setFrameText(e.slide.file, e.slide.lines.map((l) => l.text).join("\n"));
+      if (e.slide.title) refreshChapters().catch(() => {});
       break;
     case "WaveformUpdated": {
       const arr = peaksOf(e.samples_per_pixel); for (let i = 0; i < e.data.length; i++) arr[2 * e.start + i] = e.data[i];
