@@ -102,7 +102,7 @@ def _stage_config(*, analyze: bool, transcribe: bool, model: Path | None, langua
     language = check_language(language)
     scene_options = SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))
     if stages is None:
-        stages = tuple(n for n in ALL if analyze and (transcribe or n != "transcript"))
+        stages = tuple(n for n in ALL if analyze and (transcribe or n not in ("transcript", "speakers")))
     engine = _load_engine(model) if "transcript" in stages else None
     return stages, StageConfig(scenes=scene_options, engine=engine, transcribe=TranscribeOptions(language=language))
 
@@ -407,8 +407,8 @@ def ingest(
              "transcript, live, until that recording stops.")
 def follow(
     target: str = typer.Argument(..., metavar="ID|DIR", help="A session id in the data dir, or a session dir."),
-    stages: str = typer.Option(",".join(("scenes", "waveform", "transcript", "ocr")), "--stages",
-                               help="Which stages to run, comma-separated: scenes,waveform,transcript,ocr."),
+    stages: str = typer.Option(",".join(("scenes", "waveform", "transcript", "ocr", "speakers")), "--stages",
+                               help="Which stages to run, comma-separated: scenes,waveform,transcript,ocr,speakers."),
     min_scene: str = MIN_SCENE,
     model: Optional[Path] = MODEL,
     language: Optional[str] = LANGUAGE,
@@ -611,7 +611,43 @@ def search(
     for hit in hits:
         snippet = escape(hit.snippet).replace(MARK_START, "[bold yellow]").replace(MARK_END, "[/]")
         when = f"on slide at {fmt_time(hit.t)}" if hit.kind == "slide" else fmt_time(hit.t)
-        out.print(f"[bold]{hit.session}[/] {when}  {snippet}\n  [dim]{ui_url(hit.session, hit.t)}[/]")
+        who = f"{escape(hit.speaker)}: " if hit.speaker else ""
+        out.print(f"[bold]{hit.session}[/] {when}  {who}{snippet}\n  [dim]{ui_url(hit.session, hit.t)}[/]")
+
+
+@app.command(help='A session\'s speakers: list them; `rename S1 "Ada Lovelace"` names one (everywhere: page, '
+             'exports, search); --recluster groups the whole session again (--speakers N: into N).')
+def speakers(
+    session_id: str = typer.Argument(..., metavar="ID"),
+    action: Optional[str] = typer.Argument(None, metavar="[rename LABEL NAME]"),
+    label: Optional[str] = typer.Argument(None, hidden=True),
+    name: Optional[str] = typer.Argument(None, hidden=True),
+    recluster: bool = typer.Option(False, "--recluster", help="Cluster every speech window of the session again."),
+    count: Optional[int] = typer.Option(None, "--speakers", help="With --recluster: exactly this many speakers."),
+) -> None:
+    from cht.speakers import store
+    from cht.speakers.labeller import recluster_session
+
+    session = Session.open(State.data_dir, session_id)
+    if action not in (None, "rename"):
+        raise SessionError(f"{action!r}: the only action is `rename LABEL NAME`")
+    if count is not None and not recluster:
+        raise SessionError("--speakers goes with --recluster")
+    if action == "rename":
+        if label is None or name is None:
+            raise SessionError('rename needs a label and a name: cht speakers ID rename S1 "Ada Lovelace"')
+        store.rename(session.root, label, name)
+    elif label is not None:
+        raise SessionError(f"unexpected {label!r}: cht speakers ID [rename LABEL NAME] [--recluster]")
+    if recluster:
+        with _analysing(session):
+            recluster_session(session.root, count)
+    found = store.read(session.root)
+    if not found.speakers:
+        out.print(f"{session.id}: no speakers yet")
+        return
+    for s in found.speakers:
+        out.print(f"{s.id}  {fmt_time(s.seconds)}  {escape(s.name) if s.name else '[dim](unnamed)[/]'}")
 
 
 @app.command(help="Rebuild the search index from every session's transcript.")

@@ -18,6 +18,8 @@ from cht.errors import SessionError
 from cht.index.cues import cues, timestamp, to_srt, to_vtt
 from cht.ocr.text import Chapter, SlideText, chapters, read_ocr
 from cht.session import Manifest, Session
+from cht.speakers import store as speaker_store
+from cht.speakers.attribute import with_speakers
 from cht.transcribe.store import TranscriptLine, read_spoken
 
 FORMATS = ("srt", "vtt", "txt", "md", "json", "chapters")
@@ -43,7 +45,7 @@ def _export(session: Session, fmt: str, out: Path | None, *, per_segment: bool =
     if per_segment and fmt not in ("srt", "vtt"):
         raise SessionError("--per-segment is for subtitles: use it with --format srt or vtt")
     manifest = session.current_manifest()
-    lines = read_spoken(session.root)
+    lines = with_speakers(session.root, read_spoken(session.root))  # split where the speaker changes
     if fmt == "md":
         target = out or Path(f"{session.id}.md")
         return markdown(session, manifest, lines, target)
@@ -68,7 +70,13 @@ def vtt_chapters(items: list[Chapter]) -> str:
 
 
 def plain(lines: list[TranscriptLine]) -> str:
-    return "".join(f"[{fmt_time(line.start)}] {line.text}\n" for line in lines)
+    return "".join(f"[{fmt_time(line.start)}] {_said_by(line)}{line.text}\n" for line in lines)
+
+
+def _said_by(line: TranscriptLine) -> str:
+    """`Ada Lovelace: ` before what a known speaker said; nothing when unknown."""
+    name = getattr(line, "name", "")
+    return f"{name}: " if name else ""
 
 
 def _per_segment(manifest: Manifest, lines: list[TranscriptLine], fmt: str, out: Path) -> list[Path]:
@@ -95,7 +103,9 @@ def document(session: Session, manifest: Manifest, lines: list[TranscriptLine]) 
         "slides": [asdict(s) for s in read_ocr(session.root)],
         "chapters": [asdict(c) for c in chapters(read_ocr(session.root), manifest.duration)],
         "waveform": {str(spp): name for spp, name in WAVEFORM_LEVELS.items() if (session.root / name).exists()},
+        "speakers": [asdict(s) for s in speaker_store.read(session.root).speakers],
         "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
+                        "speaker": getattr(line, "speaker", ""), "name": getattr(line, "name", ""),
                         "language": line.language, "words": [asdict(w) for w in line.words]} for line in lines],
     }
 
@@ -175,7 +185,8 @@ def _markdown(session: Session, manifest: Manifest, lines: list[TranscriptLine],
             while gaps and gaps[0].start <= line.start:
                 gap = gaps.pop(0)
                 parts.append(f"\n> *Not recorded: {fmt_time(gap.start)} – {fmt_time(gap.end)}*\n")
-            parts.append(f"\n**[{fmt_time(line.start)}]** {line.text}\n")
+            who = f"**{_md_text(line.name)}:** " if getattr(line, "name", "") else ""
+            parts.append(f"\n**[{fmt_time(line.start)}]** {who}{line.text}\n")
     _write(target, "".join(parts))
     return written
 

@@ -62,6 +62,7 @@ class Hit:
     snippet: str  # with MARK_START / MARK_END around matched words
     text: str
     kind: str = "speech"  # speech | slide (then `t` is when the keyframe showed)
+    speaker: str = ""  # who said it (a speaker's name, else its label), read at query time so renames show
 
 
 class SearchIndex:
@@ -161,7 +162,25 @@ class SearchIndex:
                 hits.setdefault(key, hit)
             if len(hits) >= limit:
                 break
-        return list(hits.values())[:limit]
+        return self._with_speakers(list(hits.values())[:limit])
+
+    def _with_speakers(self, hits: list[Hit]) -> list[Hit]:
+        """Each speech hit's speaker, from its session's `speakers.json` (not indexed: a rename
+        or a re-clustering would otherwise need a reindex)."""
+        from cht.speakers import store
+        from cht.speakers.attribute import Turns
+
+        maps: dict[str, tuple[Turns, dict[str, str]]] = {}
+        for hit in hits:
+            if hit.kind != "speech":
+                continue
+            if hit.session not in maps:
+                speakers = store.read(self.path.parent / "sessions" / hit.session)
+                maps[hit.session] = (Turns(speakers.turns), speakers.names())
+            turns, names = maps[hit.session]
+            label = turns.at(hit.t)
+            hit.speaker = names.get(label, label)
+        return hits
 
     def _run_slides(self, expression: str, session: str | None, since: float | None, limit: int):
         sql = ("SELECT slides.id, slides.session, slides.t, slides.text, bm25(slides_fts), "

@@ -131,3 +131,9 @@ def _partial_starts(samples: int) -> list[int]:
     if coverage < MIN_COVERAGE and len(starts) > 1:
         starts.pop()
     return starts
+
+
+@lru_cache(maxsize=1)
+def shared() -> Encoder:
+    """The process's one encoder (read-only weights): every room of `cht ingest` shares it."""
+    return Encoder()

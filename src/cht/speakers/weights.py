@@ -10,8 +10,11 @@ the wheel with `--no-deps` and only reads this one file of it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.metadata
 import io
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from cht.errors import ChtError
 
 MAGIC = 0x1950A86A20F9469CFC6C
 INSTALL = "pip install --no-deps resemblyzer==0.1.4"
+FILE = "resemblyzer/pretrained.pt"
+ENV = "CHT_SPEAKER_WEIGHTS"  # another copy of pretrained.pt
 _DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
            "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
            "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
@@ -79,12 +84,26 @@ class _Unpickler(pickle.Unpickler):
 
 
 def default_path() -> Path | None:
-    """The weights inside the installed resemblyzer wheel (its Python code is never imported:
-    it needs torch)."""
+    """`CHT_SPEAKER_WEIGHTS` if set, else the weights inside the installed resemblyzer wheel
+    (its Python code is never imported: it needs torch)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
     try:
-        return Path(str(importlib.metadata.distribution("resemblyzer").locate_file("resemblyzer/pretrained.pt")))
+        return Path(str(importlib.metadata.distribution("resemblyzer").locate_file(FILE)))
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _recorded_hash(path: Path) -> str | None:
+    """The sha256 the wheel's RECORD gives for the file at `path` (None: not the wheel's)."""
+    try:
+        dist = importlib.metadata.distribution("resemblyzer")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        if str(f) == FILE and f.hash is not None and f.hash.mode == "sha256" and Path(str(dist.locate_file(f))) == path:
+            return f.hash.value
+    return None
 
 
 def load(path: Path | None = None) -> dict[str, np.ndarray]:
@@ -93,14 +112,18 @@ def load(path: Path | None = None) -> dict[str, np.ndarray]:
     if path is None or not path.is_file():
         raise WeightsError(f"speaker model weights not found: run `{INSTALL}`")
     try:
-        params = _read(path.read_bytes())
+        raw = path.read_bytes()
+        expected = _recorded_hash(path)
+        if expected is not None and base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode() != expected:
+            raise ValueError("its sha256 differs from the wheel's RECORD")
+        params = _read(raw)
         for i in range(3):
             for name in NAMES:
                 params[name.format(i=i)]
         params["linear.weight"], params["linear.bias"]
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, struct.error, AttributeError,
             IndexError) as exc:
-        raise WeightsError(f"speaker model weights in {path} are damaged ({type(exc).__name__}): "
+        raise WeightsError(f"speaker model weights in {path} are damaged ({exc if isinstance(exc, ValueError) else type(exc).__name__}): "
                            f"reinstall them with `{INSTALL.replace('install', 'install --force-reinstall')}`") from None
     return params
 

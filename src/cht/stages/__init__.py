@@ -7,10 +7,11 @@ from typing import Callable
 
 from cht import events as ev
 
-from cht.errors import SessionError
+from cht.errors import ChtError, SessionError
 from cht.stages.base import Stage, StageConfig, StageContext
 from cht.stages.ocr import OcrStage
 from cht.stages.scenes import ScenesStage
+from cht.stages.speakers import SpeakersStage
 from cht.stages.transcript import TranscriptStage
 from cht.stages.waveform import WaveformStage
 
@@ -19,6 +20,7 @@ REGISTRY: dict[str, Callable[[StageContext, StageConfig], Stage]] = {
     "waveform": WaveformStage,
     "transcript": TranscriptStage,
     "ocr": OcrStage,
+    "speakers": SpeakersStage,
 }
 ALL = tuple(REGISTRY)
 
@@ -42,6 +44,9 @@ def build_stages(names: tuple[str, ...], context: StageContext, config: StageCon
     for name in names:
         try:
             stages.append(REGISTRY[name](context, config))
+        except ChtError as exc:  # the user can fix it (the message says how): no traceback
+            log.warning("%s: the %s stage could not start: %s", context.session_id, name, exc)
+            context.bus.publish(ev.Warning(f"{name} is off for this session: {exc}"))
         except Exception as exc:
             log.exception("%s: the %s stage could not start", context.session_id, name)
             context.bus.publish(ev.Warning(f"{name} is off for this session: {exc}"))

@@ -11,7 +11,7 @@ import logging
 from cht.analyze.reader import PcmChunk
 from cht.errors import ChtError
 from cht.speakers import store
-from cht.speakers.encoder import Encoder
+from cht.speakers.encoder import shared
 from cht.speakers.labeller import Labeller, recluster_session
 from cht.speakers.regions import RegionFinder
 from cht.stages.base import Stage, StageConfig, StageContext
@@ -24,7 +24,7 @@ class SpeakersStage(Stage):
     consumes = frozenset({"pcm"})
 
     def __init__(self, context: StageContext, config: StageConfig) -> None:
-        encoder = Encoder()  # a WeightsError here: the one-line warning, the stage stays off
+        encoder = shared()  # a WeightsError here: the one-line warning, the stage stays off
         if context.start_over:
             store.clear(context.out_dir)
         self.root = context.out_dir

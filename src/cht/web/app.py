@@ -135,7 +135,7 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
         elif state.only:
             session_id = state.only
         hits = state.index.search(q, session=session_id, limit=limit)
-        return [{"session": h.session, "t": h.t, "text": h.text, "kind": h.kind,
+        return [{"session": h.session, "t": h.t, "text": h.text, "kind": h.kind, "speaker": h.speaker,
                  "url": f"/session/{h.session}?t={h.t:.2f}",
                  "snippet": html.escape(h.snippet).replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")}
                 for h in hits]
