@@ -1,6 +1,6 @@
 """A generated slide deck with known text, for OCR (issue 16): each slide drawn by Pillow in
 DejaVu Sans (titles, bullets) or DejaVu Sans Mono (code), light and dark themes, then a
-camera cut with no text, all encoded by ffmpeg as H.264 at 720p. `Deck.slides` is the truth:
+camera cut with no text (testsrc2, its clock covered), all encoded by ffmpeg as H.264 at 720p. `Deck.slides` is the truth:
 what each shown picture says, when it appears, and its title."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from cht.media.ffmpeg import ffmpeg_exe
+from cht.record.demo import NO_CLOCK
 
 SANS = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
@@ -68,8 +69,8 @@ def draw(shown: Shown, path: Path, size: tuple[int, int] = (1280, 720)) -> Path:
     return path
 
 
-def render(deck: list[Shown], path: Path, size: tuple[int, int] = (1280, 720), rate: int = 25) -> Path:
-    """The deck as H.264 (crf 23, 2 s GOP, no sound); camera slides are ffmpeg's testsrc2."""
+def render(deck: list[Shown], path: Path, size: tuple[int, int] = (1280, 720), rate: int = 10) -> Path:
+    """The deck as H.264 (crf 23, 2 s GOP, no sound); a camera is ffmpeg's testsrc2."""
     W, H = size
     args = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error"]
     for i, shown in enumerate(deck):
@@ -77,7 +78,7 @@ def render(deck: list[Shown], path: Path, size: tuple[int, int] = (1280, 720), r
             args += ["-loop", "1", "-framerate", str(rate), "-t", f"{shown.length}",
                      "-i", str(draw(shown, path.with_name(f"{path.stem}-{i}.png"), size))]
         else:
-            args += ["-f", "lavfi", "-i", f"testsrc2=s={W}x{H}:r={rate}:d={shown.length}"]
+            args += ["-f", "lavfi", "-i", f"testsrc2=s={W}x{H}:r={rate}:d={shown.length},{NO_CLOCK}"]
     inputs = "".join(f"[{i}:v]format=yuv420p,setsar=1[v{i}];" for i in range(len(deck)))
     concat = "".join(f"[v{i}]" for i in range(len(deck))) + f"concat=n={len(deck)}:v=1:a=0[out]"
     args += ["-filter_complex", inputs + concat, "-map", "[out]", "-c:v", "libx264", "-preset", "veryfast",

@@ -542,15 +542,36 @@ def analyze(
 
     from cht.ocr.text import read_ocr
 
-    bus = ev.EventBus()
-    bus.subscribe(lambda e: err.print(f"warning: {escape(e.message)}") if isinstance(e, ev.Warning) else None)
-    with _analysing(session), _progress("analysing", manifest.duration) as report:
-        frames = analyze_offline(session.root, manifest, bus, report, scene_options)
+    with _analysing(session), _progress("analysing", manifest.duration) as report, _warnings_on_stderr():
+        frames = analyze_offline(session.root, manifest, ev.EventBus(), report, scene_options)
     _reindex(session)
     scenes = sum(1 for f in frames if f.kind in ("scene", "start"))
     texts = sum(1 for s in read_ocr(session.root) if s.lines)
     out.print(f"analysed {session.id}: {scenes} scene(s), {texts} keyframe(s) with text, "
               f"waveform in {session.root / 'audio'}")
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """What analysis skipped (a keyframe it cannot read, a fragment that does not decode),
+    one line each on stderr; the traceback stays out of the terminal."""
+
+    class OneLine(logging.Formatter):
+        def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+            return ""
+
+        def formatStack(self, stack_info) -> str:  # noqa: N802
+            return ""
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(OneLine("warning: %(message)s"))
+    root = logging.getLogger("cht")
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 @app.command(help="Transcribe what a finished session's transcript is missing (or all of it again, --all).")

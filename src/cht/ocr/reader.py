@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cht.ocr.text import TextLine, reading_order
 
-MIN_P = 0.5  # lines the recogniser is less sure of are dropped (noise read as text)
+MIN_P = 0.6  # lines the recogniser is less sure of are dropped (a webcam box read as "E" at 0.51)
 
 _lock = threading.Lock()
 _engine = None

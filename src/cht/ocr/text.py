@@ -85,16 +85,17 @@ def title_of(lines: list[TextLine], height: int) -> str:
     """The slide's heading: the tallest text in the top of the picture, clearly taller than
     the rest (a lone line only if it is large). Lines of the same height right below it
     (a heading that wraps) belong to it. Empty when nothing stands out (a camera frame)."""
-    top = [x for x in lines if x.box[1] < height * TITLE_ZONE and x.text.strip()]
+    words = [x for x in lines if len(re.findall(r"\w", x.text)) >= 3]  # a lone glyph is noise, never a heading
+    top = [x for x in words if x.box[1] < height * TITLE_ZONE]
     if not top:
         return ""
     head = max(top, key=lambda x: x.height)
-    others = [x.height for x in lines if x is not head]
+    others = [x.height for x in words if x is not head]
     if others and head.height < TITLE_SCALE * statistics.median(others):
         return ""
     if not others and head.height < TITLE_MIN * height:
         return ""
-    parts = [x for x in reading_order(lines) if x.height >= 0.9 * head.height
+    parts = [x for x in reading_order(words) if x.height >= 0.9 * head.height
              and head.box[1] - 0.5 * head.height <= x.box[1] <= head.box[3] + 0.8 * head.height]
     return " ".join(x.text.strip() for x in parts)
 

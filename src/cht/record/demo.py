@@ -1,7 +1,7 @@
 """The built-in live source: an ffmpeg generator that never ends, fed to the recorder.
 
 It draws a slide deck with real text (titles, bullets appearing one by one, a cut to a moving
-pattern (textless: ffmpeg's gradients), a webcam box and a pointer: scene changes for the detector, slide text for OCR,
+pattern, a webcam box and a pointer: scene changes for the detector, slide text for OCR,
 chapters and search) in Pillow's built-in font, so no system font is needed, and loops real
 speech (beckett.wav from the useful-moonshine-onnx wheel)
 with a pause after each pass, encoded to MPEG-TS like a broadcast. The generator runs for
@@ -23,6 +23,7 @@ SLIDES = ((0, 12), (12, 12), (24, 12), (36, 10), (50, 10))  # (start, length) of
 CUT = (46, 4)  # (start, length): a cut to a moving pattern, like a video clip in a talk
 BULLET_EVERY_S = 3.0  # seconds between bullets appearing
 TITLE_COLOURS = ("0x1f5fa8", "0xa8361f", "0x2f8f4e", "0x7a3fa0", "0xc07a12")
+NO_CLOCK = "drawbox=x=0:y=0:w=104:h=40:color=red:t=fill"  # testsrc2's clock, which OCR would read as slide text
 DECK = (  # title and bullets of each slide in SLIDES (a slide shows as many bullets as fit its time)
     ("Welcome to the cht demo", ("Everything you see is recorded live", "Slides, waveform and speech",
                                  "Open the timeline link to follow")),
@@ -100,9 +101,9 @@ def slides_graph(size: str, rate: int, font: Path) -> str:
     cut_start, cut_length = CUT
     return (
         f"color=c=0xf4f4ef:s={size}:r={rate},format=yuv420p,{','.join(draws)}[deck];"
-        f"gradients=s={w // 8}x{h // 8}:r={rate}:speed=0.05:n=5,scale={size}:flags=fast_bilinear[pattern];"
+        f"testsrc2=s={size}:r={rate},{NO_CLOCK}[pattern];"
         f"[deck][pattern]overlay=enable='between({T},{cut_start},{cut_start + cut_length - 0.01})'[lecture];"
-        f"gradients=s={w // 6 * 2 // 2}x{h // 5 // 2 * 2}:r={rate}:speed=0.2:n=3[cam];"
+        f"testsrc2=s={w // 6 * 2 // 2}x{h // 5 // 2 * 2}:r={rate},{NO_CLOCK}[cam];"
         f"[lecture][cam]overlay=x={w - w // 6 - 16}:y={h - h // 5 - 16}[withcam];"
         f"[withcam]drawbox=x='{w // 3}+{w // 5}*sin(t/1.7)':y='{h // 2}+{h // 6}*cos(t/2.3)':w=8:h=12:color=red:t=fill"
     )
