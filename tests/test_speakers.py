@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,40 @@ def test_without_weights_recording_and_transcript_go_on(tmp_path):
     assert any(norm(w) in HUMAN["jfk"].split() for w in
                json.loads(cht.run("export", "s", "-f", "json").stdout)["transcript"][0]["text"].split())
     assert not (root / "speakers.json").exists()
+
+
+@pytest.mark.slow
+def test_the_page_shows_labels_and_a_click_renames(recorded):
+    """Debian's chromium on `cht open`: each line's speaker, named by clicking its label."""
+    import signal
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    from conftest import CHT, wait_for
+
+    cht, _ = recorded
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*CHT, "open", "talk", "--port", str(port)], env=cht.env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert f"127.0.0.1:{port}" in proc.stderr.readline()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                        args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/session/talk")
+            page.wait_for_selector(".line .who", timeout=20_000)
+            labels = page.eval_on_selector_all(".line .who", "els => els.map(e => e.dataset.speaker)")
+            assert set(labels) == {"S1", "S2"}, labels
+            page.on("dialog", lambda d: d.accept("Grace Hopper"))
+            page.click(".line .who[data-speaker='S2']")
+            wait_for(lambda: "Grace Hopper" in page.eval_on_selector_all(
+                ".line .who[data-speaker='S2']", "els => els.map(e => e.textContent).join()"), 10, what="the new name")
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert ("S2", "Grace Hopper") in {(s.id, s.name) for s in store.read(cht.session_dir("talk")).speakers}
+    assert "<v Grace Hopper>" in cht.run("export", "talk", "-f", "vtt").stdout

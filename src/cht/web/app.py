@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cht import events as ev
 from cht.analyze.audio import LEVELS, level_name, read_dat_range
 from cht.analyze.scenes import read_frames
+from cht.errors import SessionError
 from cht.index.search import MARK_END, MARK_START, SearchIndex
 from cht.ocr.text import chapters, read_ocr
 from cht.session import Manifest, list_sessions
+from cht.speakers import store as speaker_store
 from cht.transcribe.store import INDEX, read_spoken
 from cht.web.guard import frame_path, segment_path, session_or_404, token_ok
 
@@ -111,7 +113,9 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             "chapters": [{"start": c.start, "end": c.end, "title": c.title}
                          for c in chapters(slides, manifest.duration)],
             "transcript": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text,
+                            "words": [{"start": w.start, "end": w.end, "word": w.word} for w in line.words],
                             "final": True} for line in read_spoken(sess.root)],
+            "speakers": speaker_store.read(sess.root).to_dict(),
             "levels": [spp for spp in LEVELS if (sess.root / "audio" / f"{level_name(spp)}.dat").exists()],
         }
 
@@ -139,6 +143,21 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
                  "url": f"/session/{h.session}?t={h.t:.2f}",
                  "snippet": html.escape(h.snippet).replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")}
                 for h in hits]
+
+    @app.get("/api/sessions/{session_id}/speakers")
+    def api_speakers(session_id: str) -> dict:
+        """Polled by a live page: labels are refined as the session grows and at its end."""
+        return speaker_store.read(session(session_id).root).to_dict()
+
+    @app.post("/api/sessions/{session_id}/speakers/{label}")
+    def api_rename_speaker(session_id: str, label: str, body: dict = Body(...)) -> dict:
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str):
+            raise HTTPException(422, 'send {"name": "…"}')
+        try:
+            return speaker_store.rename(session(session_id).root, label, name).to_dict()
+        except SessionError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.post("/api/sessions/{session_id}/capture")
     def api_capture(session_id: str) -> dict:

@@ -9,7 +9,8 @@ function showHits(input, hits, onPick) {
   if (!hits.length) { box.append(el("div", { className: "empty" }, "No match.")); }
   for (const h of hits) {
     const when = h.kind === "slide" ? `on slide at ${fmt(h.t)}` : fmt(h.t);
-    const row = el("div"); row.innerHTML = `<b>${h.session}</b> ${when} · ${h.snippet}`;
+    const who = h.speaker ? `<b class="who">${h.speaker.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")}:</b> ` : "";
+    const row = el("div"); row.innerHTML = `<b>${h.session}</b> ${when} · ${who}${h.snippet}`;
     row.dataset.kind = h.kind || "speech";
     row.addEventListener("click", () => { box.hidden = true; onPick(h); }); box.append(row);
   }

@@ -7,7 +7,7 @@ const video = $("video"), canvas = $("wave"), ctx = canvas.getContext("2d");
 const S = {
   manifest: { segments: [], gaps: [], duration: 0 }, frames: [], chapters: [], lines: new Map(), live: false, state: "",
   seg: -1, follow: false, view: [0, 0], userView: false, peaks: new Map(), loading: new Set(),
-  seq: 0, seqs: [], ws: null, retry: 0, autoscroll: true,
+  seq: 0, seqs: [], ws: null, retry: 0, autoscroll: true, speakers: { speakers: [], turns: [] }, speakersJSON: "",
 };
 window.cht = { globalTime, seek, get lastSeq() { return S.seq; }, get seqs() { return S.seqs; }, state: S };
 
@@ -49,6 +49,7 @@ async function loadSession() {
   S.state = data.live || data.manifest.state === "recording" ? "recording" : data.manifest.state;
   S.frames = data.frames; S.chapters = data.chapters || [];
   for (const line of data.transcript) S.lines.set(line.chunk, line);
+  if (data.speakers) { S.speakers = data.speakers; S.speakersJSON = JSON.stringify(data.speakers); }
   document.title = `cht · ${ID}`; $("title").textContent = ID;
   $("capture").hidden = $("liveBtn").hidden = !S.live;
   renderThumbs(); renderChapters(); renderTranscript(); status();
@@ -67,10 +68,69 @@ function renderTranscript() {
 function lineEl(line) {
   const row = el("div", { className: `line${line.final ? "" : " draft"}` });
   row.dataset.chunk = line.chunk; row.dataset.start = line.start; row.dataset.end = line.end;
-  row.append(el("time", {}, fmt(line.start)), el("span", {}, line.text));
+  const said = el("span", { className: "said" });
+  const runs = speakerRuns(line);
+  for (const run of runs) {
+    const part = el("span", { className: "run" });
+    if (run.label) part.append(speakerChip(run.label));
+    part.append(document.createTextNode(runs.length === 1 ? line.text : run.text));
+    said.append(part);
+  }
+  row.append(el("time", {}, fmt(line.start)), said);
   row.addEventListener("click", () => { leaveLive(); seek(line.start, true); });
   return row;
 }
+
+// ---- speakers: labels from speakers.json turns, the same rule as cht.speakers.attribute ----
+const NEAR_S = 1.5;
+function speakerAt(t) {
+  let best = "", distance = NEAR_S;
+  for (const [a, b, label] of S.speakers.turns) {
+    const d = a <= t && t <= b ? 0 : Math.min(Math.abs(t - a), Math.abs(t - b));
+    if (d <= distance) { best = label; distance = d; }
+  }
+  return best;
+}
+function speakerRuns(line) {
+  if (!S.speakers.turns.length) return [{ label: "", text: line.text }];
+  const words = line.words && line.words.length ? line.words : [{ start: line.start, end: line.end, word: line.text }];
+  let labels = words.map((w) => speakerAt((w.start + w.end) / 2));
+  let known = labels.find((x) => x) || "";
+  labels = labels.map((x) => (known = x || known));
+  const runs = [];
+  words.forEach((w, i) => {
+    if (runs.length && runs[runs.length - 1].label === labels[i]) runs[runs.length - 1].text += w.word;
+    else runs.push({ label: labels[i], text: w.word });
+  });
+  for (const r of runs) r.text = r.text.trim();
+  return runs;
+}
+function speakerChip(label) {
+  const who = S.speakers.speakers.find((s) => s.id === label) || { id: label, name: "", color: "#8a94a3" };
+  const chip = el("b", { className: "who", title: `${label}: click to name` }, who.name || label);
+  chip.dataset.speaker = label; chip.style.color = who.color;
+  chip.addEventListener("click", (e) => { e.stopPropagation(); renameSpeaker(label, who.name); });
+  return chip;
+}
+async function renameSpeaker(label, current) {
+  const name = prompt(`Name for ${label} (empty: back to ${label})`, current || "");
+  if (name === null) return;
+  try {
+    const data = await getJSON(`/api/sessions/${encodeURIComponent(ID)}/speakers/${encodeURIComponent(label)}`,
+      { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }) });
+    setSpeakers(data);
+  } catch (err) { toast(`rename failed: ${err.message}`); }
+}
+function setSpeakers(data) {
+  const text = JSON.stringify(data);
+  if (text === S.speakersJSON) return;
+  S.speakers = data; S.speakersJSON = text; renderTranscript();
+}
+async function refreshSpeakers() {
+  try { setSpeakers(await getJSON(`/api/sessions/${encodeURIComponent(ID)}/speakers`)); } catch (err) { /* next time */ }
+}
+// live: labels follow the committed words within seconds, and are refined when the session stops
+setInterval(() => { if (S.live || S.state === "recording") refreshSpeakers(); }, 3000);
 function upsertLine(line) {
   const known = S.lines.get(line.chunk);
   if (known && known.final && !line.final) return;  // a late draft never replaces the final text
@@ -230,7 +290,8 @@ function handle(e) {
     case "TranscriptSegments": for (const line of e.lines) upsertLine({ ...line, final: e.final }); break;
     case "TranscriptLag": $("lag").textContent = e.lag_s >= 1 ? `transcript lag ${Math.round(e.lag_s)} s` : ""; break;
     case "Warning": toast(e.message); break;
-    case "SessionStopped": S.live = false; S.state = e.state; status(); leaveLive(); $("capture").hidden = $("liveBtn").hidden = true; break;
+    case "SessionStopped": S.live = false; S.state = e.state; status(); leaveLive(); $("capture").hidden = $("liveBtn").hidden = true;
+      refreshSpeakers(); break;
   }
   if (S.follow && video.paused === false && S.manifest.duration - globalTime() > 8) seek(S.manifest.duration - 2.5, true);
 }
