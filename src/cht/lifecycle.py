@@ -269,6 +269,11 @@ class Lifecycle:
                     "check that the source is playing"
                 )
             if self._stopping.wait(0.05):
+                # The first fragment may land between two polls (a long GOP writes seconds at
+                # once): let the recorder flush, then look again, so a stop loses nothing.
+                run.recorder.stop(timeout=self.options.stop_timeout_s)
+                if self._has_media():
+                    return
                 raise SourceError(f"stopped before any media came from {self.manifest.source}: nothing was recorded")
 
     def _has_media(self) -> bool:

@@ -138,7 +138,7 @@ class SpeechModel:
     the chunk plus silence, `MIN_WINDOW_S` at least: the same words at a fraction of the cost
     (bench/transcribe.py measures the WER against faster-whisper's own 30 s windows). Shorter
     windows than that made the decoder loop on short chunks, so a result that still looks
-    like a loop (too many words a second) is decoded again with the full window.
+    like a loop (too many words a second) is decoded again with a larger window.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 0) -> None:
@@ -157,23 +157,20 @@ class SpeechModel:
         log.info("speech model loaded from %s (%s)", model_dir, self.device)
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
-                   word_timestamps: bool = True, draft: bool = False, step: bool = False) -> Decoded:
+                   word_timestamps: bool = True, step: bool = False) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
-        PCM at 16 kHz (at most 30 s); `language` None: detected. A `draft` is decoded once,
-        greedily, without word times and without the temperature fallback. A `step` (a
-        streaming decode of audio that may end mid-word) is decoded once, greedily, with word
-        times: the fallback fired on nearly every cut-off last word and cost 3-4 decodes,
-        and a loop in a step is not decoded again (agreement will not commit it), its extra
-        copies are dropped."""
-        if draft:
-            beam_size, word_timestamps = 1, False
+        PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
+        temperature fallback (as in a batch); a result that looks like a loop is decoded again
+        with a larger window. A `step` (a streaming decode of audio that may end mid-word) is
+        greedy and never decoded again (agreement will not commit a loop): its extra copies
+        are dropped."""
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds, step)
-        decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, draft or step)
+        decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, fallback=False)
         if step:
             decoded.words = drop_loops(decoded.words, lambda w: w.word)
         elif _looks_like_a_loop(decoded.words, seconds):
-            decoded = self._again(audio, language, beam_size, word_timestamps, draft)
+            decoded = self._again(audio, language, frames, beam_size, word_timestamps)
         return decoded
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
@@ -183,11 +180,17 @@ class SpeechModel:
         language, p, _ = self._model.detect_language(audio=audio)
         return language, float(p)
 
-    def _again(self, audio, language: str | None, beam_size: int, word_timestamps: bool, draft: bool) -> Decoded:
-        """A window whose words look like a loop, decoded again with the full 30 s window and
-        the temperature fallback; whatever still repeats keeps its first copy only."""
+    def _again(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool) -> Decoded:
+        """A window whose words look like a loop, decoded again with the next larger window
+        (less silence after the speech: beckett's "ever tried, ever failed" loops in 10 s and
+        not in 15 s); a full window that loops is decoded again with Whisper's temperature
+        fallback. Whatever still repeats keeps its first copy only."""
         self.retries += 1
-        decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, False)
+        larger = next((round(w * 100) for w in WINDOWS_S if round(w * 100) > frames), None)
+        if larger is None:
+            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
+        else:
+            decoded = self._decode(audio, language, larger, beam_size, word_timestamps, fallback=False)
         decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
 
@@ -200,7 +203,7 @@ class SpeechModel:
         if len(audios) == 1:
             return [self.transcribe(audios[0], language=language, beam_size=beam_size, step=step)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
-        self._model.encode_frames = _window_frames(longest, step)
+        frames = self._model.encode_frames = _window_frames(longest, step)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                               language=language)
@@ -216,19 +219,23 @@ class SpeechModel:
             if step:
                 results.append(Decoded(drop_loops(words, lambda w: w.word), language, 1.0))
             elif _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
-                results.append(self._again(audio, language, beam_size, True, False))
+                results.append(self._again(audio, language, frames, beam_size, True))
             else:
                 results.append(Decoded(words, language, 1.0))
         return results
 
     def _decode(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool,
-                draft: bool) -> Decoded:
+                fallback: bool) -> Decoded:
+        """One window, greedy or beam; `fallback`: Whisper's temperature ladder (sampling) when
+        the text compresses like a loop or the model is unsure. Without it a window decodes as
+        in a batch (`_batch_options`): the same words alone or with others, at one decode's cost
+        (the ladder took 4.2 s for beckett's 3.4 s "ever tried, ever failed" live)."""
         self._model.encode_frames = frames
         seconds = len(audio) / SAMPLE_RATE
         segments, info = self._model.transcribe(
             audio, language=language, beam_size=beam_size, word_timestamps=word_timestamps,
             vad_filter=False, condition_on_previous_text=False,
-            max_new_tokens=int(10 + TOKENS_PER_S * seconds), **({"temperature": 0.0} if draft else {}),
+            max_new_tokens=int(10 + TOKENS_PER_S * seconds), **({} if fallback else {"temperature": 0.0}),
         )
         words = []
         for segment in list(segments):

@@ -248,7 +248,13 @@ class Transcriber:
             self.busy_s += busy_s
             self.step_busy_s += busy_s
             self.steps += 1
-            committed = self._agreement.insert(self._words(chunk, decoded))
+            words = self._words(chunk, decoded)
+            if self._unsure_language(chunk, decoded):  # shown, not agreed on: the next step is longer
+                if words:
+                    self.bus.publish(ev.TranscriptSegments([self._piece(chunk, words, chunk.end, decoded.language,
+                                                                        final=False)], final=False))
+                return
+            committed = self._agreement.insert(words)
             if committed:
                 self._flush_silence()
                 self._commit(self._piece(chunk, committed, committed[-1].end, decoded.language))
@@ -282,6 +288,13 @@ class Transcriber:
             return False
         words = decoded.words
         return bool(words) and sum(w.probability for w in words) / len(words) < DOUBT_P
+
+    def _unsure_language(self, chunk: Chunk, decoded: Decoded) -> bool:
+        """A step too short for `doubts` to check its language, with words the model doubts
+        (French heard as English: "Bonjour à tous" became "1, 2, 3,"): commit nothing yet."""
+        if self.options.language is not None or chunk.seconds >= PIN_MIN_S or not decoded.words:
+            return False
+        return sum(w.probability for w in decoded.words) / len(decoded.words) < DOUBT_P
 
     def switch_language(self, language: str, p: float) -> bool:
         """The engine heard `language` (probability `p`) in a doubted window: follow it if sure."""
