@@ -32,6 +32,7 @@ CHUNK = RATE // 10
 
 def run(pcm, root: Path):
     """(live map, final map, CPU seconds) of one pass of the stage over `pcm`."""
+    root.mkdir(parents=True)
     context = StageContext("bench", root, root, ev.EventBus(), lambda: Manifest("bench", "bench", "recording"))
     stage = SpeakersStage(context, StageConfig())
     began = time.process_time()

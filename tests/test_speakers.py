@@ -110,6 +110,10 @@ def test_a_line_is_split_where_the_speaker_changes():
         (3, "Ask not.", "S1", "Ada", 1.0, 1.9), (3, "Ever tried.", "S2", "S2", 2.6, 4.0)]
     assert [w.speaker for p in parts for w in p.words] == ["S1", "S1", "S2", "S2"]
     assert [p.speaker for p in attribute([line], store.SpeakerMap())] == [""]  # no speakers: one line, unknown
+    alone = store.SpeakerMap([store.Speaker("S1", "", "#000", 3.0)], [store.Turn(0.9, 4.1, "S1")])
+    assert [(p.speaker, p.name) for p in attribute([line], alone)] == [("S1", "")]  # a lone speaker is not shown
+    alone.speakers[0].name = "Ada"
+    assert [(p.speaker, p.name) for p in attribute([line], alone)] == [("S1", "Ada")]  # unless named
 
 
 def test_missing_or_damaged_weights_are_one_line_naming_the_fix(tmp_path):

@@ -178,8 +178,7 @@ class SearchIndex:
                 speakers = store.read(self.path.parent / "sessions" / hit.session)
                 maps[hit.session] = (Turns(speakers.turns), speakers.names())
             turns, names = maps[hit.session]
-            label = turns.at(hit.t)
-            hit.speaker = names.get(label, label)
+            hit.speaker = names.get(turns.at(hit.t), "")
         return hits
 
     def _run_slides(self, expression: str, session: str | None, since: float | None, limit: int):

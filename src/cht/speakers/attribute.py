@@ -90,16 +90,10 @@ def _fill(labels: list[str]) -> list[str]:
 def _line(line: TranscriptLine, start: float, end: float, text: str, words: list, label: str,
           names: dict[str, str]) -> SpeakerLine:
     return SpeakerLine(line.chunk, start, end, text, words, list(line.span), line.final, line.language,
-                       label, names.get(label, label))
+                       label, names.get(label, ""))
 
 
 def with_speakers(root: Path, lines: list[TranscriptLine]) -> list[SpeakerLine]:
     """A session's lines with its speakers (none known: every speaker is "")."""
     return attribute(lines, store.read(root))
 
-
-def name_at(root: Path, t: float) -> str:
-    """Who spoke at global time `t` in a session, as shown ("" when unknown)."""
-    speakers = store.read(root)
-    label = Turns(speakers.turns).at(t)
-    return speakers.names().get(label, label)

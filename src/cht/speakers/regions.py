@@ -22,6 +22,7 @@ GAP_S = 0.25  # silence that closes a region, seconds
 MIN_S = 0.7  # shortest region embedded, seconds (beckett.wav's phrases are 0.7–1 s, and embed well)
 WINDOW_S = 3.0  # long regions are embedded in windows about this long, seconds
 PAD_S = 0.05  # speech is kept this much beyond the VAD's edges, seconds
+BATCH_S = 0.5  # audio gathered before each VAD call, seconds
 
 
 @dataclass
@@ -43,6 +44,9 @@ class RegionFinder:
 
     def __init__(self) -> None:
         self.vad = StreamingVad()
+        self._pending: list[np.ndarray] = []  # PCM not yet given to the VAD
+        self._pending_t = 0.0  # global time of its first sample
+        self._expect: float | None = None  # global time the next chunk should start at
         self._t0: float | None = None  # global time of the first sample in `_audio`
         self._audio = np.zeros(0, np.float32)
         self._next = 0  # index (in VAD windows, from _t0) of the next probability
@@ -50,10 +54,24 @@ class RegionFinder:
         self._quiet = 0  # windows below KEEP_P since the last speech
 
     def feed(self, t: float, samples: np.ndarray) -> list[Region]:
-        audio = samples.astype(np.float32) / 32768.0
+        """Regions closed by this PCM. The VAD runs once per `BATCH_S` of audio: one call per
+        small chunk costs twice the CPU, and half a second later is soon enough for labels."""
         out: list[Region] = []
-        if self._t0 is not None and abs(t - (self._t0 + len(self._audio) / RATE)) > 0.1:
+        if self._expect is not None and abs(t - self._expect) > 0.1:
             out += self.flush()  # a gap (or a restart): the past has nothing to do with what comes
+        if not self._pending:
+            self._pending_t = t
+        self._pending.append(samples)
+        self._expect = t + len(samples) / RATE
+        if self._expect - self._pending_t >= BATCH_S:
+            out += self._run_vad()
+        return out
+
+    def _run_vad(self) -> list[Region]:
+        t = self._pending_t
+        audio = np.concatenate(self._pending).astype(np.float32) / 32768.0
+        self._pending = []
+        out: list[Region] = []
         if self._t0 is None:
             self._t0 = t
             self.vad.reset()
@@ -76,8 +94,10 @@ class RegionFinder:
 
     def flush(self) -> list[Region]:
         """The audio has ended (or jumps): close the open region."""
-        out = self._close(self._next) if self._open is not None else []
+        out = self._run_vad() if self._pending else []
+        out += self._close(self._next) if self._open is not None else []
         self._t0, self._audio, self._next, self._open, self._quiet = None, np.zeros(0, np.float32), 0, None, 0
+        self._expect = None
         return out
 
     def _close(self, end_window: int) -> list[Region]:

@@ -64,6 +64,10 @@ class SpeakerMap:
     turns: list[Turn] = field(default_factory=list)
 
     def names(self) -> dict[str, str]:
+        """What exports and search show per label: its name, else the label; nothing for a
+        lone unnamed speaker (a lecture's subtitles need no "S1:" on every line)."""
+        if len(self.speakers) == 1:
+            return {s.id: s.name for s in self.speakers}
         return {s.id: s.shown for s in self.speakers}
 
     def to_dict(self) -> dict:
