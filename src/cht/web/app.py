@@ -170,6 +170,15 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
 
+    @app.get("/api/sessions/{session_id}/clip", response_class=FileResponse,
+             responses={200: {"content": {"video/mp4": {}}, "description": "the clip, transcript as subtitles"}})
+    def api_clip(session_id: str, start: float = Query(..., alias="from", ge=0), end: float = Query(..., alias="to"),
+                 exact: bool = Query(False)) -> FileResponse:
+        """FROM–TO of the global clock as one MP4 (see `cht clip`)."""
+        from cht.web.clip import clip_response
+
+        return clip_response(session(session_id), start, end, exact)
+
     @app.get("/media/{session_id}/segments/{name}", include_in_schema=False)
     def media_segment(session_id: str, name: str) -> FileResponse:
         return FileResponse(segment_path(session(session_id), name), media_type="video/mp4")

@@ -213,12 +213,28 @@ function draw() {
   }
   if (drawnPeaks) window.cht.drawnWithPeaks = true;
   ctx.fillStyle = "#d1242f88"; for (const f of S.frames) { const fx = x(f.t); if (fx >= 0 && fx <= w) ctx.fillRect(fx, 0, 1.5, h); }
+  if (S.selection) { ctx.fillStyle = "#f2a10033"; ctx.fillRect(x(S.selection[0]), 0, x(S.selection[1]) - x(S.selection[0]), h); }
   ctx.fillStyle = "#1d232b"; ctx.fillRect(x(globalTime()), 0, 2, h);
   $("viewLabel").textContent = `${fmt(v0)} – ${fmt(v1)}`;
   window.cht.drawn = performance.now();
 }
+// A click seeks; a drag selects a range to download as a clip (`cht clip`).
+function timeAt(e) { const r = canvas.getBoundingClientRect(); return S.view[0] + (e.clientX - r.left) / r.width * (S.view[1] - S.view[0]); }
+let dragFrom = null, dragged = false;
+canvas.addEventListener("pointerdown", (e) => { dragFrom = { x: e.clientX, t: timeAt(e) }; dragged = false; canvas.setPointerCapture(e.pointerId); });
+canvas.addEventListener("pointermove", (e) => {
+  if (!dragFrom || (!dragged && Math.abs(e.clientX - dragFrom.x) < 5)) return;
+  dragged = true; const t = timeAt(e); S.selection = [Math.max(0, Math.min(dragFrom.t, t)), Math.max(dragFrom.t, t)]; draw();
+});
+canvas.addEventListener("pointerup", () => {
+  dragFrom = null; if (!dragged || !S.selection) return;
+  const [a, b] = S.selection, link = $("clipLink");
+  link.href = `/api/sessions/${encodeURIComponent(ID)}/clip?from=${a.toFixed(2)}&to=${b.toFixed(2)}`;
+  link.textContent = `Download clip ${fmt(a)} – ${fmt(b)}`; link.hidden = false;
+});
 canvas.addEventListener("click", (e) => {
-  const r = canvas.getBoundingClientRect(); leaveLive(); seek(S.view[0] + (e.clientX - r.left) / r.width * (S.view[1] - S.view[0]), true);
+  if (dragged) { dragged = false; return; }
+  leaveLive(); seek(timeAt(e), true);
 });
 function zoom(factor) {
   const [v0, v1] = S.view, centre = Math.min(Math.max(globalTime(), v0), v1), span = Math.max(2, (v1 - v0) * factor);
@@ -234,6 +250,7 @@ function status() {
 }
 function tick() {
   const t = globalTime(); let current = null;
+  $("momentLink").href = `/session/${encodeURIComponent(ID)}?t=${Math.round(t)}`;
   for (const row of $("transcript").children) {
     const on = Number(row.dataset.start) <= t && t < Number(row.dataset.end) + 0.3;
     row.classList.toggle("current", on); if (on) current = row;
