@@ -724,43 +724,6 @@ def open_session(
     _serve(session_id, host, port, token)
 
 
-@app.command(help="Save the picture a running recording shows now as a keyframe.")
-def capture(session_id: Optional[str] = typer.Argument(None, metavar="[ID]", help="Default: the one recording now.")) -> None:
-    if session_id is None:
-        live = [s for s, _ in list_sessions(State.data_dir) if s.is_recording()]
-        if not live:
-            raise SessionError("no session is recording now: start one with `cht record SOURCE`")
-        session = live[-1]
-    else:
-        session = Session.open(State.data_dir, session_id)
-    answer = control_request(session.control_path, "capture")
-    if not answer.get("ok"):
-        raise SessionError(f"capture failed: {answer.get('error')}")
-    out.print(f"captured {session.id} at {fmt_time(answer['t'])} ({answer['file']})")
-
-
-def main() -> None:
-    logging.raiseExceptions = False  # a full disk must not print tracebacks from the log handler
-    try:
-        code = app(standalone_mode=False)
-    except ChtError as exc:
-        _fail(str(exc))
-    except UsageError as exc:  # a missing argument, a value out of range, an unknown option
-        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `cht`: the help it asked for
-            out.print(exc.format_message(), markup=False, highlight=False)
-            sys.exit(0)
-        command = exc.ctx.command_path if exc.ctx else "cht"
-        _fail(f"{exc.format_message()} (see `{command} --help`)")
-    except typer.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _fail(message: str) -> None:
-    """One line on stderr, whatever the message holds (a non-UTF-8 path included), and exit 2."""
-    line = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
-    err.print(f"cht: error: {line}", soft_wrap=True, markup=False)
-    sys.exit(EXIT_USER_ERROR)
 @app.command(help="Cut FROM–TO of a session's global clock (1:02:03, 90s, 90) into one MP4 with the transcript "
              "as subtitles (and a .vtt beside it).")
 def clip(
@@ -826,64 +789,6 @@ def _fail(message: str) -> None:
     line = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
     err.print(f"cht: error: {line}", soft_wrap=True, markup=False)
     sys.exit(EXIT_USER_ERROR)
-@app.command(help="Cut FROM–TO of a session's global clock (1:02:03, 90s, 90) into one MP4 with the transcript "
-             "as subtitles (and a .vtt beside it).")
-def clip(
-    session_id: str = typer.Argument(..., metavar="ID"),
-    start: str = typer.Argument(..., metavar="FROM"),
-    end: str = typer.Argument(..., metavar="TO"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The .mp4 to write (default: ID-FROM-TO.mp4)."),
-    exact: bool = typer.Option(False, "--exact", help="Start exactly at FROM (re-encodes the clip) instead of at "
-                               "the keyframe before it."),
-) -> None:
-    from cht.clips import cut, default_name, parse_clock
-
-    session = Session.open(State.data_dir, session_id)
-    t0, t1 = _parsed(parse_clock, start), _parsed(parse_clock, end)
-    made = cut(session, t0, t1, output or default_name(session.id, t0, t1), exact=exact)
-    if made.exact:
-        err.print(f"starts exactly at FROM ({t0:.3f} s; re-encoded)", soft_wrap=True)
-    elif made.early_s > 0.0005:
-        err.print(f"starts {made.early_s:.3f} s before FROM ({t0:.3f} s), at the keyframe at {made.start:.3f} s "
-                  "(--exact: start at FROM)", soft_wrap=True)
-    for gap in made.gaps:
-        err.print(f"gap: {gap.start:.3f}–{gap.end:.3f} s not recorded ({gap.end - gap.start:.1f} s), "
-                  "left out: the parts around it follow each other", soft_wrap=True)
-    subtitles = f"{made.cues} subtitle cue(s)" if made.cues else "no transcript in this range"
-    out.print(f"wrote {made.path} ({made.start:.3f}–{made.end:.3f} s on the session's clock, "
-              f"{made.seconds:.3f} s long, {subtitles}) and {made.vtt}", soft_wrap=True)
-
-
-@app.command(help="Decode speech for recorders that run with --queue URL: one model, chunks from every room, "
-             "until Ctrl-C / SIGTERM. Run as many as there are cores or GPUs, on any machines.")
-def worker(
-    queue: str = typer.Option(..., "--queue", envvar="CHT_QUEUE", metavar="URL",
-                              help="The NATS server the recorders publish to (nats://HOST:4222)."),
-    queue_creds: Optional[Path] = QUEUE_CREDS,
-    model: Optional[Path] = MODEL,
-    device: str = typer.Option("cpu", "--device", help="cpu (int8) or cuda (float16)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for the model (0: every core)."),
-    ack_wait: str = typer.Option("60s", "--ack-wait", help="A chunk a dead worker held goes to another after this."),
-) -> None:
-    import asyncio
-
-    from cht.queue.connect import check_url
-    from cht.queue.worker import Worker
-    from cht.transcribe.model import SpeechModel, check_model_dir, default_model_dir
-
-    if device not in ("cpu", "cuda"):
-        raise SessionError(f"--device {device!r}: use cpu or cuda")
-    check_url(queue)
-    wait = _parsed(parse_duration, ack_wait)
-    model_dir = check_model_dir(model) if model is not None else default_model_dir(default_cache_dir())
-    speech = SpeechModel(model_dir, threads=threads, device=device)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    runner = Worker(speech, queue, creds=queue_creds, ack_wait_s=wait,
-                    report=lambda line: out.print(f"worker: {line}", markup=False, highlight=False))
-    out.print(f"worker: {speech.device}, waiting for chunks", markup=False, highlight=False)
-    asyncio.run(runner.run())
-
-
 
 
 if __name__ == "__main__":
