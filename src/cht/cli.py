@@ -352,6 +352,10 @@ def ingest(
     port: int = UI_PORT_OPTION,
     token: Optional[str] = typer.Option(None, "--token", help="Token for the relay and the web UI "
                                         "(default: generated when either is exposed)."),
+    retain: Optional[str] = typer.Option(None, "--retain", help="Hourly, delete sessions last written longer ago "
+                                         "(e.g. 30d; see `cht prune`)."),
+    max_total: Optional[str] = typer.Option(None, "--max-total", help="Hourly, delete the oldest sessions until "
+                                            "the rest fit (e.g. 200G)."),
 ) -> None:
     from cht.config import IngestOptions
     from cht.ingest.endpoints import parse_endpoint
@@ -373,8 +377,14 @@ def ingest(
 
         state = UiState(State.data_dir)
         web = WebServer(state, host=host, port=port, token=token)
+    retention = None
+    if retain is not None or max_total is not None:
+        from cht.prune import Retention, parse_age
+
+        retention = Retention(State.data_dir, older_than_s=_parsed(parse_age, retain) if retain else None,
+                              max_total=_parsed(parse_size, max_total) if max_total is not None else None)
     service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay,
-                            live=state.live if state is not None else None)
+                            live=state.live if state is not None else None, retention=retention)
     service.claim()  # another service on this data dir: refused before the model is loaded
     try:
         _log_to(err, State.data_dir / LOG)
@@ -722,6 +732,31 @@ def open_session(
 ) -> None:
     Session.open(State.data_dir, session_id)
     _serve(session_id, host, port, token)
+
+
+@app.command(help="Delete whole sessions, oldest first: those older than --older-than, then more until the "
+             "rest fit in --max-total. A session being recorded is never deleted.")
+def prune(
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Delete sessions last written longer ago "
+                                             "(e.g. 30d, 12h)."),
+    max_total: Optional[str] = typer.Option(None, "--max-total", help="Keep all sessions within this size "
+                                            "(e.g. 200G)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
+) -> None:
+    from cht.prune import parse_age, prune as prune_sessions
+
+    if older_than is None and max_total is None:
+        raise SessionError("prune needs --older-than AGE (e.g. 30d) or --max-total SIZE (e.g. 200G), or both")
+    age = _parsed(parse_age, older_than) if older_than is not None else None
+    limit = _parsed(parse_size, max_total) if max_total is not None else None
+    gone, seen = prune_sessions(State.data_dir, older_than_s=age, max_total=limit, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in gone:
+        out.print(f"{verb} {entry.session.id} ({fmt_bytes(entry.bytes)}, {entry.why})", markup=False)
+    kept = [e for e in seen if e not in gone]
+    live = sum(1 for e in kept if e.live)
+    out.print(f"{verb} {len(gone)} session(s), {fmt_bytes(sum(e.bytes for e in gone))}; kept {len(kept)} "
+              f"({fmt_bytes(sum(e.bytes for e in kept))}{f', {live} live' if live else ''})", markup=False)
 
 
 @app.command(help="Cut FROM–TO of a session's global clock (1:02:03, 90s, 90) into one MP4 with the transcript "

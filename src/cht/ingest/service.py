@@ -44,8 +44,9 @@ class IngestService:
     def __init__(self, data_dir: Path, endpoints: list[Endpoint], *, options: IngestOptions | None = None,
                  record_options: RecordOptions | None = None, relay: Relay | None = None,
                  stages: tuple[str, ...] = (), stage_config: StageConfig | None = None,
-                 live: dict | None = None) -> None:
+                 live: dict | None = None, retention=None) -> None:
         self.data_dir = data_dir
+        self.retention = retention  # cht.prune.Retention: old sessions deleted hourly
         self.stage_config = stage_config or StageConfig()
         self.live = live  # the web UI's live sessions (id -> LiveSession), when it serves
         self._index: SearchIndex | None = None
@@ -104,6 +105,8 @@ class IngestService:
         for listener in self._listeners:
             listener.start()
         threading.Thread(target=self._housekeeping, name="cht-ingest-tick", daemon=True).start()
+        if self.retention is not None:
+            self.retention.start()
         log.info("ingest service pid %d on %s", os.getpid(), ", ".join(c.endpoint.label for c in self.channels))
 
     def release(self) -> None:
@@ -113,6 +116,8 @@ class IngestService:
     def stop(self) -> None:
         """Stop listening, finish every recording (each writes its final manifest), clean up."""
         self._stop.set()
+        if self.retention is not None:
+            self.retention.stop()
         for listener in self._listeners:
             listener.close()
         closing = [threading.Thread(target=c.close, args=("the ingest service stopped",), daemon=True)
