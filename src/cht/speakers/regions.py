@@ -4,7 +4,8 @@ A region opens where speech probability reaches `START_P`, stays open while it i
 `KEEP_P`, and closes after `GAP_S` below it: a pause between two speakers (0.3 s or more)
 ends a region, so one region rarely holds two voices. Regions shorter than `MIN_S` say too
 little about a voice to embed; long ones are cut into windows of about `WINDOW_S`, each
-embedded on its own, so a speaker change inside a long region still shows.
+embedded on its own, so a speaker change inside a long region still shows; speech that goes
+on without a pause is handed over a window at a time, so its label comes within seconds.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class RegionFinder:
                     self._open, self._quiet = i, 0
             elif p >= KEEP_P:
                 self._quiet = 0
+                if (i + 1 - self._open) * WINDOW >= 2 * WINDOW_S * RATE:  # long speech: label it as it goes
+                    cut = self._open + int(WINDOW_S * RATE / WINDOW)
+                    out += self._close(cut)
+                    self._open = cut
             else:
                 self._quiet += 1
                 if self._quiet >= gap:
