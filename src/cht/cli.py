@@ -66,6 +66,8 @@ LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en 
 NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
 UI_HOST_OPTION = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token).")
 UI_PORT_OPTION = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy).")
+ON_SEGMENT = typer.Option(None, "--on-segment", metavar="CMD", help="Run CMD with each finished segment's path and "
+                          "the session id as two more arguments (no shell; never delays the recording).")
 
 
 class State:
@@ -118,7 +120,10 @@ class UiOptions:
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
             max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s",
             transcribe: bool = True, model: Path | None = None, language: str | None = None,
-            ui: UiOptions | None = None) -> int:
+            ui: UiOptions | None = None, on_segment: str | None = None) -> int:
+    from cht.hooks import parse_command
+
+    hook_argv = parse_command(on_segment) if on_segment is not None else None
     options = RecordOptions(fast=fast, max_segment_s=_parsed(parse_duration, max_segment),
                             min_free_bytes=_parsed(parse_size, min_free))
     SceneOptions(min_scene_s=_parsed(parse_duration, min_scene))  # a bad value fails before anything loads
@@ -150,7 +155,20 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
                                 config=config, append_to=append_to)
     if source.kind == "listen":
         err.print(f"waiting for a stream on {source_label(source)} (Ctrl-C to give up)")
-    return _drive(recording, session, bus, source_label(source), ui)
+    hook = None
+    if on_segment is not None:
+        from cht.hooks import SegmentHook
+
+        hook = SegmentHook(hook_argv, session, lambda: recording.manifest)
+        bus.subscribe(hook)
+    try:
+        return _drive(recording, session, bus, source_label(source), ui)
+    finally:
+        if hook is not None:
+            hook.close()
+            failed = sum(1 for _, code in hook.ran if code != 0)
+            err.print(f"--on-segment ran {len(hook.ran)} time(s)" + (f", {failed} failed (see session.log)"
+                                                                       if failed else ""))
 
 
 def _attach(*, timeout: float, analyze: bool, min_scene: str, transcribe: bool, model: Path | None,
@@ -301,6 +319,7 @@ def record(
     token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
     attach: bool = typer.Option(False, "--attach", help="No SOURCE: analyse the session `cht ingest` records."),
     timeout: str = typer.Option("30s", "--timeout", help="--attach: how long to wait for the ingest's session."),
+    on_segment: Optional[str] = ON_SEGMENT,
 ) -> None:
     ui = UiOptions(not no_ui, host, port, token)
     if attach:
@@ -316,7 +335,7 @@ def record(
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
                              min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                             ui=ui))
+                             ui=ui, on_segment=on_segment))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -356,6 +375,7 @@ def ingest(
                                          "(e.g. 30d; see `cht prune`)."),
     max_total: Optional[str] = typer.Option(None, "--max-total", help="Hourly, delete the oldest sessions until "
                                             "the rest fit (e.g. 200G)."),
+    on_segment: Optional[str] = ON_SEGMENT,
 ) -> None:
     from cht.config import IngestOptions
     from cht.ingest.endpoints import parse_endpoint
@@ -377,6 +397,8 @@ def ingest(
 
         state = UiState(State.data_dir)
         web = WebServer(state, host=host, port=port, token=token)
+    from cht.hooks import parse_command
+
     retention = None
     if retain is not None or max_total is not None:
         from cht.prune import Retention, parse_age
@@ -384,7 +406,8 @@ def ingest(
         retention = Retention(State.data_dir, older_than_s=_parsed(parse_age, retain) if retain else None,
                               max_total=_parsed(parse_size, max_total) if max_total is not None else None)
     service = IngestService(State.data_dir, endpoints, options=options, record_options=record_options, relay=relay,
-                            live=state.live if state is not None else None, retention=retention)
+                            live=state.live if state is not None else None, retention=retention,
+                            on_segment=parse_command(on_segment) if on_segment is not None else None)
     service.claim()  # another service on this data dir: refused before the model is loaded
     try:
         _log_to(err, State.data_dir / LOG)

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from cht import events as ev
 from cht.config import IngestOptions, RecordOptions
 from cht.index.live import follow as index_lines_of
 from cht.index.search import SearchIndex
@@ -44,9 +45,11 @@ class IngestService:
     def __init__(self, data_dir: Path, endpoints: list[Endpoint], *, options: IngestOptions | None = None,
                  record_options: RecordOptions | None = None, relay: Relay | None = None,
                  stages: tuple[str, ...] = (), stage_config: StageConfig | None = None,
-                 live: dict | None = None, retention=None) -> None:
+                 live: dict | None = None, retention=None, on_segment: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.retention = retention  # cht.prune.Retention: old sessions deleted hourly
+        self.on_segment = on_segment  # argv run on each finished segment (cht.hooks)
+        self._hooks: dict[str, object] = {}  # session id -> its SegmentHook
         self.stage_config = stage_config or StageConfig()
         self.live = live  # the web UI's live sessions (id -> LiveSession), when it serves
         self._index: SearchIndex | None = None
@@ -175,10 +178,20 @@ class IngestService:
 
             self.live[recording.session.id] = LiveSession(recording.bus, recording.capture,
                                                           lambda: recording.manifest, recording.status)
+        if self.on_segment is not None:
+            from cht.hooks import SegmentHook
+
+            hook = self._hooks[recording.session.id] = SegmentHook(self.on_segment, recording.session,
+                                                                   lambda: recording.manifest)
+            recording.bus.subscribe(hook)
+            hook(ev.SegmentStarted(0, "", 0.0))  # what the room recorded before it was announced
 
     def _room_closed(self, recording: Recording) -> None:
         if self.live is not None:
             self.live.pop(recording.session.id, None)
+        hook = self._hooks.pop(recording.session.id, None)
+        if hook is not None:
+            hook.close()  # the last segments are handed over before the service may exit
 
     def _search_index(self) -> SearchIndex | None:
         if self._index is None:
