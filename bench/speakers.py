@@ -38,6 +38,7 @@ def run(pcm, root: Path):
     began = time.process_time()
     for i in range(0, len(pcm), CHUNK):
         stage.on_pcm(PcmChunk(i / RATE, pcm[i:i + CHUNK]))
+    stage.labeller.write()  # the online labels so far (live, speakers.json is rewritten every 2 s)
     live = store.read(root)
     stage.finish()
     return live, store.read(root), time.process_time() - began

@@ -47,6 +47,7 @@ def run_stage(root: Path, pcm: np.ndarray) -> tuple[store.SpeakerMap, store.Spea
     stage = SpeakersStage(context, StageConfig())
     for i in range(0, len(pcm), CHUNK):
         stage.on_pcm(PcmChunk(i / RATE, pcm[i:i + CHUNK]))
+    stage.labeller.write()  # the online labels so far (live, speakers.json is rewritten every 2 s)
     live = store.read(root)
     stage.finish()
     return live, store.read(root)

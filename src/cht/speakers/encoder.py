@@ -76,8 +76,14 @@ def normalise(audio: np.ndarray) -> np.ndarray:
     return audio * np.float32(10 ** (change / 20)) if change > 0 else audio
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+def _gates_for_tanh(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray):
+    """torch's gate order (input, forget, cell, output) → (input, forget, output, cell), the three
+    sigmoid gates' rows halved: one tanh over all four gates then gives every gate at once."""
+    H = HIDDEN
+    order = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+    scale = np.r_[np.full(3 * H, 0.5), np.ones(H)].astype(np.float32)
+    return ((w_ih[order] * scale[:, None]).T.copy(), (w_hh[order] * scale[:, None]).T.copy(),
+            (bias[order] * scale).astype(np.float32))
 
 
 class Encoder:
@@ -85,24 +91,28 @@ class Encoder:
 
     def __init__(self, path: Path | None = None) -> None:
         p = weights.load(path)
-        self.layers = [(p[f"lstm.weight_ih_l{i}"].T.copy(), p[f"lstm.weight_hh_l{i}"].T.copy(),
-                        p[f"lstm.bias_ih_l{i}"] + p[f"lstm.bias_hh_l{i}"]) for i in range(3)]
+        self.layers = [_gates_for_tanh(p[f"lstm.weight_ih_l{i}"], p[f"lstm.weight_hh_l{i}"],
+                                       p[f"lstm.bias_ih_l{i}"] + p[f"lstm.bias_hh_l{i}"]) for i in range(3)]
         self.linear = (p["linear.weight"].T.copy(), p["linear.bias"])
 
     def forward(self, mels: np.ndarray) -> np.ndarray:
         """(batch, frames, 40) → (batch, 256) unit embeddings from the last hidden state."""
         x = mels
         batch, steps, _ = x.shape
+        H = HIDDEN
         for w_ih, w_hh, bias in self.layers:
             gates_in = x @ w_ih + bias  # every step's input part at once
-            h = np.zeros((batch, HIDDEN), np.float32)
-            c = np.zeros((batch, HIDDEN), np.float32)
-            out = np.empty((batch, steps, HIDDEN), np.float32)
+            h = np.zeros((batch, H), np.float32)
+            c = np.zeros((batch, H), np.float32)
+            out = np.empty((batch, steps, H), np.float32)
             for t in range(steps):
                 g = gates_in[:, t] + h @ w_hh
-                i, f, cell, o = g[:, :HIDDEN], g[:, HIDDEN:2 * HIDDEN], g[:, 2 * HIDDEN:3 * HIDDEN], g[:, 3 * HIDDEN:]
-                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(cell)
-                h = _sigmoid(o) * np.tanh(c)
+                np.tanh(g, out=g)  # one call for all four gates (see _gates_for_tanh)
+                s = g[:, :3 * H]
+                s *= 0.5
+                s += 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+                c = s[:, H:2 * H] * c + s[:, :H] * g[:, 3 * H:]
+                h = s[:, 2 * H:] * np.tanh(c)
                 out[:, t] = h
             x = out
         w, b = self.linear

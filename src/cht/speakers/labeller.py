@@ -3,8 +3,11 @@ session. Shared by the speaker stage (live and offline) and `cht speakers --recl
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
+
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from cht.errors import SessionError
 from cht.speakers import store
@@ -12,6 +15,14 @@ from cht.speakers.cluster import OnlineClusters, label_number, recluster, relabe
 from cht.speakers.encoder import Encoder
 from cht.speakers.regions import RATE, Region, windows
 from cht.speakers.store import Embedded, Turn
+
+WRITE_EVERY_S = 2.0  # speakers.json is rewritten at most this often live (a new speaker: at once)
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """Found once: looking the BLAS libraries up again for every window cost 5 % of the stage."""
+    return ThreadpoolController()
 
 
 class Labeller:
@@ -21,6 +32,7 @@ class Labeller:
         self.clusters = OnlineClusters()
         self.labels: list[str] = []  # label per online cluster index
         self.turns: list[Turn] = []
+        self._written = 0.0  # monotonic time of the last speakers.json write
         self._resume()
 
     def _resume(self) -> None:
@@ -39,19 +51,25 @@ class Labeller:
     def add(self, region: Region) -> list[Turn]:
         """Embed a closed region (window by window), label it, and write it down."""
         new = []
+        speakers = len(self.labels)
         for a, b in windows(region.start, region.end):
             audio = region.audio[int((a - region.start) * RATE):int((b - region.start) * RATE)]
-            with threadpool_limits(1):  # small matrices: more BLAS threads only burn CPU
+            with _blas().limit(limits=1, user_api="blas"):  # small matrices: more BLAS threads only burn CPU
                 embedding = self.encoder.embed(audio)
             k = self.clusters.assign(embedding, b - a)
             if k == len(self.labels):
                 self.labels.append(f"S{max((label_number(x) for x in self.labels), default=0) + 1}")
             store.append_embedding(self.root, Embedded(a, b, embedding))
             new.append(Turn(a, b, self.labels[k]))
-        if new:
-            self.turns += new
-            store.set_turns(self.root, self.turns)
+        self.turns += new
+        if new and (len(self.labels) > speakers or time.monotonic() - self._written >= WRITE_EVERY_S):
+            self.write()
         return new
+
+    def write(self) -> None:
+        """speakers.json from the turns so far (`add` writes at most every WRITE_EVERY_S)."""
+        store.set_turns(self.root, self.turns)
+        self._written = time.monotonic()
 
 
 def labels_of(items: list[Embedded], turns: list[Turn]) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from cht.errors import SessionError
-from cht.session import atomic_write_json
+from cht.session import atomic_write_text
 from cht.speakers.cluster import label_number
 
 log = logging.getLogger("cht.speakers")
@@ -114,7 +114,7 @@ def _locked(root: Path) -> Iterator[None]:
 def update(root: Path, change: Callable[[SpeakerMap], SpeakerMap]) -> SpeakerMap:
     with _locked(root):
         new = change(read(root))
-        atomic_write_json(root / MAP, new.to_dict())
+        atomic_write_text(root / MAP, json.dumps(new.to_dict(), separators=(",", ":")) + "\n")
         return new
 
 

@@ -40,6 +40,7 @@ class SpeakersStage(Stage):
         for region in self.finder.flush():
             self.labeller.add(region)
         if self.labeller.turns:
+            self.labeller.write()
             try:
                 recluster_session(self.root)
             except ChtError as exc:
