@@ -729,12 +729,22 @@ def _serve(only: str | None, host: str, port: int, token: str | None) -> None:
     from cht.web.app import UiState
     from cht.web.server import WebServer
 
-    web = WebServer(UiState(State.data_dir, only=only), host=host, port=port, token=token, fixed_port=True)
+    state = UiState(State.data_dir, only=only, records=only is None)
+    web = WebServer(state, host=host, port=port, token=token, fixed_port=True)
     err.print(f"serving {web.url(only)} (Ctrl-C to stop)")
+
+    def interrupt(*_):
+        raise KeyboardInterrupt  # SIGTERM stops as Ctrl-C does: what it records finishes first
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         web.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        if state.records:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recordings' stop is not interrupted
+            state.recordings.stop_all()
 
 
 @app.command(help="Serve the web timeline of every session in the data dir.")

@@ -47,7 +47,19 @@ class UiState:
     data_dir: Path
     only: str | None = None  # `cht open ID`: this session and nothing else
     live: dict[str, LiveSession] = field(default_factory=dict)
+    records: bool = False  # `cht serve`: POST /api/recordings may start recordings in this process
     _index: SearchIndex | None = None
+    _recordings: object | None = None
+
+    @property
+    def recordings(self):
+        """The recordings started over HTTP (cht.web.api.Recordings)."""
+        if self._recordings is None:
+            from cht.web.api import Recordings
+
+            self._recordings = Recordings(self.data_dir, self.live, lambda: self.index,
+                                          enabled=self.records and self.only is None)
+        return self._recordings
 
     @property
     def index(self) -> SearchIndex:
@@ -58,7 +70,10 @@ class UiState:
 
 
 def create_app(state: UiState, token: str | None = None) -> FastAPI:
-    app = FastAPI(title="cht", docs_url=None, redoc_url=None)
+    app = FastAPI(title="cht", docs_url=None, redoc_url=None,
+                  description="The web timeline's JSON API. Every route needs the token the server printed when "
+                              "it is bound beyond loopback (`?token=`, the cookie set from it, or "
+                              "`Authorization: Bearer`); `/openapi.json` is this schema.")
     app.state.ui = state
 
     def session(session_id: str):
@@ -198,6 +213,9 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             return
         await _stream(ws, live.bus, since)
 
+    from cht.web.api import router as recordings_router
+
+    app.include_router(recordings_router(state.recordings))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return TokenGate(app, token) if token else app
 
