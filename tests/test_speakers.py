@@ -95,6 +95,20 @@ def test_reclustering_keeps_labels_and_names_of_speakers_that_survive(talk, tmp_
     assert [(s.id, s.name) for s in one.speakers] == [(jfk, "Ada Lovelace")]
 
 
+def test_reading_the_session_again_keeps_labels_and_names(talk, tmp_path):
+    """`cht record --append` and `cht follow` re-read a session from its start: what was embedded
+    is not embedded twice and the names stay."""
+    root, _, _, before = talk
+    copy = tmp_path / "again"
+    shutil.copytree(root, copy)
+    store.rename(copy, "S2", "Samuel Beckett")
+    windows = len(store.read_embeddings(copy))
+    _, after = run_stage(copy, dialog(8)[0])
+    assert len(store.read_embeddings(copy)) == windows
+    assert [(s.id, s.name, s.seconds) for s in after.speakers] == \
+        [(s.id, "Samuel Beckett" if s.id == "S2" else "", s.seconds) for s in before.speakers]
+
+
 def test_relabel_maps_new_clusters_to_old_labels_by_shared_time():
     # the clustering numbered them the other way round, and found a third voice
     assert relabel(["S1", "S1", "S2", "S2", "S2"], [1, 1, 0, 0, 2], [3, 3, 2, 2, 1], ["S1", "S2"]) == \

@@ -47,12 +47,15 @@ class Labeller:
             k = self.labels.index(label)
             self.clusters.sums[k] = self.clusters.sums[k] + item.embedding * (item.end - item.start)
             self.turns.append(Turn(item.start, item.end, label))
+        self.done_until = max((i.end for i in items), default=float("-inf"))
 
     def add(self, region: Region) -> list[Turn]:
         """Embed a closed region (window by window), label it, and write it down."""
         new = []
         speakers = len(self.labels)
         for a, b in windows(region.start, region.end):
+            if b <= self.done_until + 0.01:
+                continue  # embedded by an earlier run over the same audio
             audio = region.audio[int((a - region.start) * RATE):int((b - region.start) * RATE)]
             with _blas().limit(limits=1, user_api="blas"):  # small matrices: more BLAS threads only burn CPU
                 embedding = self.encoder.embed(audio)

@@ -189,8 +189,3 @@ def read_embeddings(root: Path) -> list[Embedded]:
             log.warning("%s: an unreadable line skipped", EMBEDDINGS)
     return out
 
-
-def clear(root: Path) -> None:
-    """Start over: the session's speakers go (names too)."""
-    (root / MAP).unlink(missing_ok=True)
-    (root / EMBEDDINGS).unlink(missing_ok=True)

@@ -10,7 +10,6 @@ import logging
 
 from cht.analyze.reader import PcmChunk
 from cht.errors import ChtError
-from cht.speakers import store
 from cht.speakers.encoder import shared
 from cht.speakers.labeller import Labeller, recluster_session
 from cht.speakers.regions import RegionFinder
@@ -25,8 +24,8 @@ class SpeakersStage(Stage):
 
     def __init__(self, context: StageContext, config: StageConfig) -> None:
         encoder = shared()  # a WeightsError here: the one-line warning, the stage stays off
-        if context.start_over:
-            store.clear(context.out_dir)
+        # start_over (an --append run, `cht follow`) re-reads the session from its start: what is
+        # on disk is kept and re-read audio already embedded is skipped, so names survive
         self.root = context.out_dir
         self.labeller = Labeller(self.root, encoder)
         self.finder = RegionFinder()
