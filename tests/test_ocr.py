@@ -83,6 +83,8 @@ def test_a_word_only_on_a_slide_is_found_at_the_slide_time(deck):
         assert hit.kind == "slide" and hit.session == "deck" and abs(hit.t - shown.start) <= 1.0, hit
         assert index.search(SLIDE_ONLY, kind="speech") == []
         assert [h.kind for h in index.search(SLIDE_ONLY, kind="slide")] == ["slide"]
+        [shared] = index.search("uphill")  # on a slide and on the same slide with one more bullet: one hit
+        assert shared.kind == "slide" and shared.t < 1.0, shared
     finally:
         index.close()
     bad = cht.run("search", SLIDE_ONLY, "--kind", "slides")

@@ -182,7 +182,9 @@ class SearchIndex:
         return hits
 
     def _run_slides(self, expression: str, session: str | None, since: float | None, limit: int):
-        sql = ("SELECT slides.id, slides.session, slides.t, slides.text, bm25(slides_fts), "
+        """Slide hits; a keyframe that only added lines to the matching one before it (a
+        bullet revealed under the same title) is the same slide: it is not a second hit."""
+        sql = ("SELECT slides.id, slides.session, slides.t, slides.text, bm25(slides_fts), slides.title, "
                f"snippet(slides_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
                "FROM slides_fts JOIN slides ON slides.id = slides_fts.rowid "
                "LEFT JOIN sessions ON sessions.id = slides.session WHERE slides_fts MATCH ?")
@@ -197,9 +199,16 @@ class SearchIndex:
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
+        kept, last = [], {}
+        for row in sorted(rows, key=lambda r: (r[1], r[2])):
+            before = last.get(row[1])
+            last[row[1]] = row
+            if before is not None and before[5] == row[5] and set(before[3].split("\n")) <= set(row[3].split("\n")):
+                continue
+            kept.append(row)
         return [(score, ("slide", row_id), Hit(sess, t, t, t, snippet.replace("\n", " / "), text.replace("\n", " / "),
                                                "slide"))
-                for row_id, sess, t, text, score, snippet in rows]
+                for row_id, sess, t, text, score, title, snippet in sorted(kept, key=lambda r: r[4])]
 
     def _matches_at_most(self, query: Query) -> int:
         """An upper bound on the lines an AND query matches: its rarest part's line count."""
