@@ -170,16 +170,35 @@ def test_the_page_shows_keyframe_text_and_chapters_that_seek(deck):
         web.stop()
 
 
-def test_the_demo_shows_slide_text_live_and_reads_a_capture(tmp_path):
+def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path):
+    """`cht demo` as a newcomer runs it: slide text under the thumbnails and a chapter while it
+    records; a capture made on the page after it loaded gets its text through the live events."""
+    from playwright.sync_api import sync_playwright
+
+    from test_web import ARGS, CHROMIUM, free_port, poll
+
     cht = Cht(tmp_path / "data")
-    proc = cht.start("demo", "--session", "demo", "--no-transcribe", "--no-ui")
+    port = free_port()
+    proc = cht.start("demo", "--session", "demo", "--no-transcribe", "--port", str(port))
     root = cht.session_dir("demo")
     try:
         first = wait_for(lambda: next((r for r in read_ocr(root) if r.lines), None), 60, what="the first slide's text")
         assert first.title == "Welcome to the cht demo", first
-        assert cht.run("capture").returncode == 0
-        manual = wait_for(lambda: next((f for f in read_frames(root) if f.kind == "manual"), None), 10, what="capture")
-        wait_for(lambda: manual.file in {r.file for r in read_ocr(root)}, 30, what="the capture's text")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/session/demo")
+            poll(page, "window.cht && window.cht.ready", 20, "the page")
+            poll(page, "[...document.querySelectorAll('#thumbs figcaption')].some((c) => "
+                       "c.textContent.includes('Welcome to the cht demo'))", 20, "the first slide's text")
+            poll(page, "document.querySelector('#chapters .chapter')?.textContent.includes('Welcome')", 20, "a chapter")
+            page.click("#capture")
+            poll(page, "[...document.querySelectorAll('#thumbs figure')].some((f) => "
+                       "f.querySelector('img').src.includes('-manual') && f.querySelector('figcaption').textContent)",
+                 30, "the capture's text, live")
+            browser.close()
+        manual = next(f for f in read_frames(root) if f.kind == "manual")
+        assert manual.file in {r.file for r in read_ocr(root)}
         index = SearchIndex(cht.data_dir)
         try:
             assert [h.kind for h in index.search('"cht demo"', session="demo")][:1] == ["slide"]
