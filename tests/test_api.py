@@ -5,6 +5,7 @@ the OpenAPI schema; SIGTERM of the server stops what it records and leaves no pr
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import httpx
 
@@ -48,7 +49,7 @@ def test_start_list_capture_stop_and_sigterm_over_http(tmp_path, capsys):
             assert again.status_code == 422 and "being recorded" in again.json()["detail"]
             wait_for(lambda: _row(http, auth, "api")["duration"] > 1.5, 30, what="media")
             recorders = descendants(server.pid)
-            assert any("seg_%05d.mp4" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+            assert any("seg_%05d.mp4" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
                        for pid, _ in recorders)
             shot = wait_for(lambda: _capture(http, auth), 20, what="a capture")
             assert (cht.session_dir("api") / shot["file"]).is_file()

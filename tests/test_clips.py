@@ -20,10 +20,10 @@ from cht.media.ffmpeg import ffmpeg_exe, keyframe_times
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
 from cht.web.app import UiState
 from cht.web.server import WebServer
-from conftest import Cht, decode_fully, make_media, wait_for
+from conftest import CHT, Cht, decode_fully, make_media, wait_for
 from test_web import ARGS, CHROMIUM, free_port
 
-GAP_S = 4.0  # seconds of wall clock the second run is started late by (at least): the gap
+GAP_S = 2.5  # seconds of wall clock the second run is started late by (at least): the gap
 
 
 def line(chunk: int, start: float, text: str) -> TranscriptLine:
@@ -78,6 +78,37 @@ def cli(capsys, data_dir: Path, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def in_session(sid: int) -> list[str]:
+    """Command lines of the live processes in session `sid` (a command started with
+    start_new_session=True, so its children stay findable after it exits), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def start_alone(cht: Cht, *args: str) -> subprocess.Popen:
+    """`cht ARGS` in a session of its own: `in_session(proc.pid)` lists whatever it left running."""
+    return subprocess.Popen([*CHT, *args], env=cht.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def run_reaped(cht: Cht, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `cht ARGS` to its end and check it left no process behind (ffmpeg, a hook...)."""
+    proc = start_alone(cht, *args)
+    out, err = proc.communicate(timeout=timeout)
+    left = in_session(proc.pid)
+    assert left == [], f"`cht {args[0]}` left processes running: {left}"
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def first_frame(path: Path, at: float = 0.0) -> np.ndarray:
     """The first decoded picture at or after `at` seconds of the file, as grey pixels."""
     with av.open(str(path)) as container:
@@ -107,7 +138,7 @@ def test_a_clip_over_segments_and_the_gap_starts_at_the_keyframe_and_carries_the
                                           if seg1["global_start"] + k <= 5.0 + 1e-6)
     end = gap["end"] + 3.0
     out = tmp_path / "clip.mp4"
-    result = cht.run("clip", "talk", "5", f"{end:.3f}", "-o", str(out))
+    result = run_reaped(cht, "clip", "talk", "5", f"{end:.3f}", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert f"starts {5.0 - keyframe:.3f} s before FROM" in result.stderr
     assert f"gap: {gap['start']:.3f}–{gap['end']:.3f} s not recorded" in result.stderr
@@ -136,7 +167,7 @@ def test_a_clip_over_segments_and_the_gap_starts_at_the_keyframe_and_carries_the
 def test_exact_starts_at_from_itself(recorded, tmp_path):
     cht, manifest = recorded
     out = tmp_path / "exact.mp4"
-    result = cht.run("clip", "talk", "0:05", "0:07", "-o", str(out), "--exact")
+    result = run_reaped(cht, "clip", "talk", "0:05", "0:07", "-o", str(out), "--exact")
     assert result.returncode == 0, result.stderr
     assert "starts exactly at FROM" in result.stderr
     with av.open(str(out)) as container:
@@ -195,7 +226,7 @@ def test_the_page_drags_a_range_into_a_clip_and_links_every_moment(recorded, tmp
                      what=f"the moment link (it is {page.get_attribute('#momentLink', 'href')})")
             box = page.locator("#wave").bounding_box()
             view = page.evaluate("window.cht.state.view")
-            x = lambda t: box["x"] + (t - view[0]) / (view[1] - view[0]) * box["width"]  # noqa: E731
+            x = lambda t: box["x"] + (t - view[0]) / (view[1] - view[0]) * box["width"]
             page.mouse.move(x(1.0), box["y"] + box["height"] / 2)
             page.mouse.down()
             page.mouse.move(x(3.0), box["y"] + box["height"] / 2, steps=5)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import shlex
 import signal
 import socket
-import time
 from pathlib import Path
 
 from conftest import Cht, descendants, listening, make_media, part, still_running, wait_for
-from test_clips import cli
+from test_clips import cli, in_session, start_alone
 from test_web import free_port
 
 HOOK = """#!/bin/sh
@@ -40,16 +39,17 @@ def entries(log: Path, kind: str) -> list[list[str]]:
 def test_a_slow_hook_never_holds_up_the_recording_and_a_failure_is_logged(tmp_path):
     cht = Cht(tmp_path / "data")
     src = make_media(tmp_path / "a.mp4", 4, size="320x180", gop=15)
-    script, log = hook(tmp_path, 1.5)
-    proc = cht.start("record", str(src), "--session", "hooked", "--no-analyze", "--no-ui", "--max-segment", "1s",
+    script, log = hook(tmp_path, 1.2)
+    proc = start_alone(cht, "record", str(src), "--session", "hooked", "--no-analyze", "--no-ui", "--max-segment", "1s",
                      "--on-segment", shlex.quote(str(script)))
     manifest = cht.session_dir("hooked") / "manifest.json"
     wait_for(lambda: manifest.exists() and cht.manifest("hooked")["state"] == "stopped", 30, what="the end of source")
     segments = [s["file"] for s in cht.manifest("hooked")["segments"]]
     assert len(segments) >= 4
     assert len(entries(log, "start")) < len(segments), "the recording ended while the hook still had work"
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    assert in_session(proc.pid) == [], "no ffmpeg and no hook may outlive cht record"
     root = cht.session_dir("hooked")
     assert entries(log, "start") == [[str(root / f), "hooked"] for f in segments], "each segment once, in order"
     assert [e[0] for e in entries(log, "done")] == [str(root / f) for f in segments if not f.endswith("1.mp4")]

@@ -17,7 +17,7 @@ from cht.index.live import reindex_all
 from cht.index.search import SearchIndex
 from cht.transcribe.store import TranscriptStore
 from conftest import Cht, descendants, make_media, still_running, wait_for
-from test_clips import cli, line
+from test_clips import cli, line, run_reaped
 from test_web import free_port
 
 DAY = 86400.0
@@ -65,14 +65,14 @@ def disk_usage(path: Path) -> int:
 
 
 def test_older_than_deletes_the_old_ones_oldest_first_and_the_index_forgets_them(aged: Cht):
-    dry = aged.run("prune", "--older-than", "30d", "--dry-run")
+    dry = run_reaped(aged, "prune", "--older-than", "30d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     listed = [row.split()[2] for row in dry.stdout.splitlines() if row.startswith("would remove ") and "(" in row
               and not row.startswith("would remove 2 ")]
     assert listed == ["old1", "old2"], dry.stdout
     assert aged.sessions() == ["new1", "old1", "old2"], "a dry run deletes nothing"
     assert found(aged, "wordold1")
-    done = aged.run("prune", "--older-than", "30d")
+    done = run_reaped(aged, "prune", "--older-than", "30d")
     assert done.returncode == 0, done.stderr
     assert "removed 2 session(s)" in done.stdout
     assert aged.sessions() == ["new1"]
@@ -80,19 +80,18 @@ def test_older_than_deletes_the_old_ones_oldest_first_and_the_index_forgets_them
     assert not any(p.name.startswith(".") and p.is_dir() for p in (aged.data_dir / "sessions").iterdir())
 
 
-def test_max_total_keeps_what_fits_and_never_the_live_one(aged: Cht, tmp_path):
+def test_max_total_keeps_what_fits_and_never_the_live_one(aged: Cht, tmp_path, capsys):
     src = make_media(tmp_path / "voice.m4a", 60, video=False)  # audio only: a live session that grows slowly
     live = aged.start("record", str(src), "--session", "live", "--no-analyze", "--no-ui")
     try:
         wait_for(lambda: list(aged.session_dir("live").glob("segments/seg_*.mp4")), 20, what="the live recording")
-        time.sleep(1.5)
         keep = disk_usage(aged.session_dir("new1")) + disk_usage(aged.session_dir("live")) + 200_000
-        done = aged.run("prune", "--max-total", str(keep))
-        assert done.returncode == 0, done.stderr
-        assert aged.sessions() == ["live", "new1"], done.stdout
-        assert "1 live" in done.stdout
-        everything = aged.run("prune", "--max-total", "0", "--older-than", "1s")
-        assert everything.returncode == 0, everything.stderr
+        code, said, err = cli(capsys, aged.data_dir, "prune", "--max-total", str(keep))
+        assert code == 0, err
+        assert aged.sessions() == ["live", "new1"], said
+        assert "1 live" in said
+        code, _, err = cli(capsys, aged.data_dir, "prune", "--max-total", "0", "--older-than", "1s")
+        assert code == 0, err
         assert aged.sessions() == ["live"], "the session being recorded must stay"
         children = descendants(live.pid)
         assert any("ffmpeg" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") for pid, _ in children)

@@ -48,7 +48,7 @@ def parse_clock(text: str) -> float:
         seconds = float(number) * _UNITS[unit]
     except (ValueError, KeyError):
         raise ValueError(f"{text!r} is not a time: use 1:02:03, 2:03, 90s or 90") from None
-    if seconds < 0 or seconds != seconds:
+    if seconds < 0:
         raise ValueError(f"{text!r} is not a time: use 1:02:03, 2:03, 90s or 90")
     return seconds
 
@@ -199,7 +199,7 @@ def _render(root: Path, pieces: list[Piece], subtitle_cues: list[Cue], work: Pat
 
 def _ffmpeg(args: list[str]) -> None:
     done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise SessionError(f"ffmpeg could not cut the clip ({last}): check the session with `cht rebuild`")

@@ -9,6 +9,7 @@ recording live (its bus, capture, status) while it runs; the search index gets i
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from cht.lifecycle import source_label
 from cht.record.sources import parse_source
 from cht.recording import Recording, build_recording
 from cht.session import Session, check_id
+
+log = logging.getLogger("cht.web")
 
 STOP_WAIT_S = 60.0  # seconds `POST …/stop` waits for the recording to finish before it answers
 
@@ -109,8 +112,8 @@ class Recordings:
                                                 recording.status)
         try:
             bus.subscribe(follow(self.index(), session.id, lambda: recording.manifest.started_at, item.label))
-        except Exception:  # the index is derived: `cht reindex` catches up
-            pass
+        except Exception as exc:  # noqa: BLE001 - the index is derived: `cht reindex` catches up
+            log.warning("search index not followed for %s (%s): run `cht reindex` later", session.id, exc)
         started: list[BaseException | None] = []
         ready = threading.Event()
         threading.Thread(target=self._drive, args=(session.id, item, started, ready), name="cht-api-recording",
