@@ -24,6 +24,7 @@ from cht.ocr.reader import read_lines
 from cht.ocr.text import read_ocr
 from cht.session import Session
 from conftest import Cht, wait_for
+from test_web import browser, free_port, poll  # noqa: F401 - browser: one Chromium for the module
 
 pytestmark = pytest.mark.slow
 
@@ -138,20 +139,16 @@ def test_offline_analysis_reads_the_same_text_and_skips_a_corrupt_capture(deck, 
     assert "on slide at" in copy.run("search", SLIDE_ONLY).stdout  # analyze reindexed the session
 
 
-def test_the_page_shows_keyframe_text_and_chapters_that_seek(deck):
-    from playwright.sync_api import sync_playwright
-
+def test_the_page_shows_keyframe_text_and_chapters_that_seek(deck, browser):
     from cht.web.app import UiState
     from cht.web.server import WebServer
-    from test_web import ARGS, CHROMIUM, free_port, poll
 
     cht, truth, live = deck
     web = WebServer(UiState(cht.data_dir), host="127.0.0.1", port=free_port(), fixed_port=True)
     web.start()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
             page.goto(web.url("deck"))
             poll(page, "window.cht && window.cht.ready", 15, "the page")
             captions = page.eval_on_selector_all("#thumbs figure figcaption", "els => els.map(e => e.textContent)")
@@ -165,18 +162,15 @@ def test_the_page_shows_keyframe_text_and_chapters_that_seek(deck):
             page.press("#q", "Enter")
             page.wait_for_selector("#hits div[data-kind=slide]", timeout=10_000)
             assert "on slide at 0:00:08" in page.inner_text("#hits div")
-            browser.close()
+        finally:
+            page.close()
     finally:
         web.stop()
 
 
-def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path):
+def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path, browser):
     """`cht demo` as a newcomer runs it: slide text under the thumbnails and a chapter while it
     records; a capture made on the page after it loaded gets its text through the live events."""
-    from playwright.sync_api import sync_playwright
-
-    from test_web import ARGS, CHROMIUM, free_port, poll
-
     cht = Cht(tmp_path / "data")
     port = free_port()
     proc = cht.start("demo", "--session", "demo", "--no-transcribe", "--port", str(port))
@@ -184,9 +178,8 @@ def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path
     try:
         first = wait_for(lambda: next((r for r in read_ocr(root) if r.lines), None), 60, what="the first slide's text")
         assert first.title == "Welcome to the cht demo", first
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
             page.goto(f"http://127.0.0.1:{port}/session/demo")
             poll(page, "window.cht && window.cht.ready", 20, "the page")
             poll(page, "[...document.querySelectorAll('#thumbs figcaption')].some((c) => "
@@ -196,7 +189,8 @@ def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path
             poll(page, "[...document.querySelectorAll('#thumbs figure')].some((f) => "
                        "f.querySelector('img').src.includes('-manual') && f.querySelector('figcaption').textContent)",
                  30, "the capture's text, live")
-            browser.close()
+        finally:
+            page.close()
         manual = next(f for f in read_frames(root) if f.kind == "manual")
         assert manual.file in {r.file for r in read_ocr(root)}
         index = SearchIndex(cht.data_dir)
