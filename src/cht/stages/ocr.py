@@ -61,10 +61,13 @@ class OcrStage(Stage):
             pass  # not Linux: the same work, at the same priority
         while not self._abandoned.is_set():
             finishing = self._finishing.is_set()
-            for record, root in self._pending(final=finishing):
-                if self._abandoned.is_set():
-                    return
-                self._read(record, root)
+            try:
+                for record, root in self._pending(final=finishing):
+                    if self._abandoned.is_set():
+                        return
+                    self._read(record, root)
+            except OSError:  # frames.jsonl unreadable for a moment: the next look may do
+                log.exception("%s: looking for keyframes to read failed", self.context.session_id)
             if finishing:
                 return
             self._wake.wait(POLL_S)
@@ -119,5 +122,5 @@ class OcrStage(Stage):
 
     def status(self) -> dict:
         waiting = list(self._seen.values())
-        return {"ocr_pending": len(waiting),
+        return {"ocr_read": self.read, "ocr_pending": len(waiting),
                 "ocr_lag": round(time.monotonic() - min(waiting), 2) if waiting else 0.0}
