@@ -245,3 +245,14 @@ def test_the_page_drags_a_range_into_a_clip_and_links_every_moment(recorded, tmp
         assert decode_fully(saved)["video"] > 0
     finally:
         web.stop()
+
+
+def test_a_range_past_the_end_is_cut_to_the_end_and_says_so(recorded, tmp_path, capsys):
+    cht, manifest = recorded
+    out = tmp_path / "tail.mp4"
+    code, said, err = cli(capsys, cht.data_dir, "clip", "talk", f"{manifest['duration'] - 2:.3f}", "1:00", "-o", str(out))
+    assert code == 0, err
+    assert f"is past what is recorded: the clip ends at {manifest['duration']:.3f} s" in err
+    assert f"–{manifest['duration']:.3f} s on the session's clock" in said
+    with av.open(str(out)) as container:
+        assert container.duration / 1_000_000 >= 2.0 - 0.05

@@ -815,6 +815,9 @@ def clip(
     for gap in made.gaps:
         err.print(f"gap: {gap.start:.3f}–{gap.end:.3f} s not recorded ({gap.end - gap.start:.1f} s), "
                   "left out: the parts around it follow each other", soft_wrap=True)
+    if t1 > made.end + 0.05:
+        err.print(f"TO ({t1:.3f} s) is past what is recorded: the clip ends at {made.end:.3f} s "
+                  "(a live session's end is as of its last manifest write, every few seconds)", soft_wrap=True)
     subtitles = f"{made.cues} subtitle cue(s)" if made.cues else "no transcript in this range"
     out.print(f"wrote {made.path} ({made.start:.3f}–{made.end:.3f} s on the session's clock, "
               f"{made.seconds:.3f} s long, {subtitles}) and {made.vtt}", soft_wrap=True)
