@@ -224,10 +224,12 @@ def test_words_carry_their_speaker_and_names_reach_every_export_and_search(recor
 @pytest.mark.slow
 def test_bad_speaker_commands_are_one_line(recorded):
     cht, _ = recorded
+    before = {p: p.stat().st_mtime_ns for p in cht.session_dir("talk").rglob("*") if p.suffix != ".log"}
     for args, says in ((("rename", "S9", "Bob"), "no speaker 'S9'"), (("rename", "S1", "<b>"), "cannot hold"),
                        (("--recluster", "--speakers", "0"), "1 or more"), (("forget",), "the only action")):
         done = cht.run("speakers", "talk", *args)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, (args, done.stderr)
+    assert {p: p.stat().st_mtime_ns for p in cht.session_dir("talk").rglob("*") if p.suffix != ".log"} == before
 
 
 @pytest.mark.slow
@@ -246,6 +248,10 @@ def test_without_weights_recording_and_transcript_go_on(tmp_path):
     assert any(norm(w) in HUMAN["jfk"].split() for w in
                json.loads(cht.run("export", "s", "-f", "json").stdout)["transcript"][0]["text"].split())
     assert not (root / "speakers.json").exists()
+    for args, says in ((("rename", "S1", "Ada"), "(none yet)"), (("--recluster",), "no speaker data")):
+        done = cht.run("speakers", "s", *args)
+        assert done.returncode == 2 and says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not (root / "speakers").exists() and not (root / "speakers.json").exists()  # nothing half-made
 
 
 @pytest.mark.slow

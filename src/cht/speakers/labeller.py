@@ -84,14 +84,20 @@ def labels_of(items: list[Embedded], turns: list[Turn]) -> list[str]:
     return out
 
 
-def recluster_session(root, speakers: int | None = None) -> store.SpeakerMap:
-    """Cluster every window of the session again and relabel so that a cluster keeps the label
-    (and name) it shares the most speech with."""
+def check_recluster(root, speakers: int | None) -> list[Embedded]:
+    """The session's embedded windows, or a SessionError saying why it cannot be re-clustered."""
     if speakers is not None and speakers < 1:
         raise SessionError("--speakers must be 1 or more")
     items = store.read_embeddings(root)
     if not items:
         raise SessionError(f"{root.name} has no speaker data: run `cht follow {root.name} --stages speakers`")
+    return items
+
+
+def recluster_session(root, speakers: int | None = None) -> store.SpeakerMap:
+    """Cluster every window of the session again and relabel so that a cluster keeps the label
+    (and name) it shares the most speech with."""
+    items = check_recluster(root, speakers)
     old = store.read(root)
     clusters = recluster(np.stack([i.embedding for i in items]), np.array([i.end - i.start for i in items]),
                          speakers=min(speakers, len(items)) if speakers else None)

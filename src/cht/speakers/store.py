@@ -143,15 +143,20 @@ def rename(root: Path, label: str, name: str) -> SpeakerMap:
         raise SessionError("a speaker name cannot hold < or > (WebVTT voice tags)")
 
     def change(old: SpeakerMap) -> SpeakerMap:
-        known = [s.id for s in old.speakers]
-        if label not in known:
-            raise SessionError(f"no speaker {label!r} in this session: choose one of {', '.join(known) or '(none yet)'}")
+        _known(old, label)
         for s in old.speakers:
             if s.id == label:
                 s.name = name
         return old
 
+    _known(read(root), label)  # before the lock: a bad label leaves nothing behind
     return update(root, change)
+
+
+def _known(speakers: SpeakerMap, label: str) -> None:
+    known = [s.id for s in speakers.speakers]
+    if label not in known:
+        raise SessionError(f"no speaker {label!r} in this session: choose one of {', '.join(known) or '(none yet)'}")
 
 
 def merge_turns(turns: list[Turn]) -> list[Turn]:
