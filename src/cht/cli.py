@@ -680,7 +680,7 @@ def speakers(
     count: Optional[int] = typer.Option(None, "--speakers", help="With --recluster: exactly this many speakers."),
 ) -> None:
     from cht.speakers import store
-    from cht.speakers.labeller import recluster_session
+    from cht.speakers.labeller import check_recluster, recluster_session
 
     session = Session.open(State.data_dir, session_id)
     if action not in (None, "rename"):
@@ -694,6 +694,7 @@ def speakers(
     elif label is not None:
         raise SessionError(f"unexpected {label!r}: cht speakers ID [rename LABEL NAME] [--recluster]")
     if recluster:
+        check_recluster(session.root, count)  # before the lock: a refusal leaves nothing behind
         with _analysing(session):
             recluster_session(session.root, count)
     found = store.read(session.root)
