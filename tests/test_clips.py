@@ -17,6 +17,7 @@ import webvtt
 from playwright.sync_api import sync_playwright
 
 from cht.media.ffmpeg import ffmpeg_exe, keyframe_times
+from cht.session import epoch
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
 from cht.web.app import UiState
 from cht.web.server import WebServer
@@ -35,21 +36,25 @@ def line(chunk: int, start: float, text: str) -> TranscriptLine:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """8 s (keyframes every 2 s) in 4 s segments, a gap, then 8 s more (`--append`); a transcript
-    with known lines on both sides of the gap."""
+    """8 s (keyframes every 2 s) in 4 s segments, a gap, then 8 s more (`--append`), then 2 s of a
+    smaller picture; a transcript with known lines on both sides of the gap."""
     tmp = tmp_path_factory.mktemp("clips")
     src = make_media(tmp / "a.mp4", 8, gop=60)
     cht = Cht(tmp / "data")
-    began = time.time()
     first = cht.run("record", str(src), "--session", "talk", "--fast", "--no-analyze", "--no-ui",
                     "--max-segment", "4s")
     assert first.returncode == 0, first.stderr
-    time.sleep(max(0.0, 8 + GAP_S - (time.time() - began)))  # the pause since the start becomes the gap
+    origin = epoch(cht.manifest("talk")["segments"][0]["started_at"])  # wall clock of global time 0
+    time.sleep(max(0.0, origin + 8 + GAP_S - time.time()))  # appended this late: the pause becomes the gap
     second = cht.run("record", str(src), "--session", "talk", "--append", "--fast", "--no-analyze", "--no-ui",
                      "--max-segment", "4s")
     assert second.returncode == 0, second.stderr
+    small = make_media(tmp / "small.mp4", 2, size="320x180", gop=30)  # a third run from another source
+    third = cht.run("record", str(small), "--session", "talk", "--append", "--fast", "--no-analyze", "--no-ui")
+    assert third.returncode == 0, third.stderr
     manifest = cht.manifest("talk")
-    assert len(manifest["gaps"]) == 1 and len(manifest["segments"]) == 4, manifest
+    assert len(manifest["segments"]) == 5 and manifest["segments"][4]["run"] == 2, manifest
+    assert manifest["gaps"][0]["end"] - manifest["gaps"][0]["start"] >= GAP_S - 0.1, manifest
     gap = manifest["gaps"][0]
     store = TranscriptStore(cht.session_dir("talk"))
     for chunk, (t, text) in enumerate([(1.0, "alpha one"), (5.2, "bravo two three"),
@@ -250,9 +255,20 @@ def test_the_page_drags_a_range_into_a_clip_and_links_every_moment(recorded, tmp
 def test_a_range_past_the_end_is_cut_to_the_end_and_says_so(recorded, tmp_path, capsys):
     cht, manifest = recorded
     out = tmp_path / "tail.mp4"
-    code, said, err = cli(capsys, cht.data_dir, "clip", "talk", f"{manifest['duration'] - 2:.3f}", "1:00", "-o", str(out))
+    code, said, err = cli(capsys, cht.data_dir, "clip", "talk", f"{manifest['duration'] - 1.5:.3f}", "1:00", "-o",
+                          str(out))
     assert code == 0, err
     assert f"is past what is recorded: the clip ends at {manifest['duration']:.3f} s" in err
     assert f"–{manifest['duration']:.3f} s on the session's clock" in said
     with av.open(str(out)) as container:
-        assert container.duration / 1_000_000 >= 2.0 - 0.05
+        assert container.duration / 1_000_000 >= 1.5 - 0.05
+        assert container.streams.video[0].codec_context.width == 320
+
+
+def test_runs_whose_streams_differ_are_not_joined_by_stream_copy(recorded, tmp_path, capsys):
+    cht, manifest = recorded
+    joint = manifest["segments"][4]["global_start"]
+    code, _, err = cli(capsys, cht.data_dir, "clip", "talk", f"{joint - 1:.3f}", f"{joint + 1:.3f}", "-o",
+                       str(tmp_path / "joint.mp4"))
+    assert code == 2 and "hold different streams (h264 640x360" in err and f"ending by {joint:.3f} s" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+
 from cht.errors import SessionError
 from cht.index.cues import Cue, cues, to_vtt
 from cht.media.ffmpeg import ffmpeg_exe, keyframe_times, probe_file
@@ -126,6 +128,7 @@ def cut(session: Session, start: float, end: float, out: Path, *, exact: bool = 
     manifest = manifest or session.current_manifest()
     pieces, gaps = plan(manifest, start, end)
     asked = pieces[0].global_from
+    check_joinable(session.root, pieces)
     pieces[0] = snap_to_keyframe(pieces[0], session.root)
     early = asked - pieces[0].global_from
     subtitle_cues = _clip_cues(session, pieces, _clock(pieces, shift=early if exact else 0.0), gaps)
@@ -141,6 +144,38 @@ def cut(session: Session, start: float, end: float, out: Path, *, exact: bool = 
     return Clip(out, round(pieces[0].global_from + skipped, 3),
                 round(pieces[-1].segment.global_start + pieces[-1].local_to, 3), round(early - skipped, 3),
                 round(seconds, 3), gaps, len(subtitle_cues), vtt, exact)
+
+
+def check_joinable(root: Path, pieces: list[Piece]) -> None:
+    """Stream copy joins pieces only if their streams are alike (codec, size, sample rate, the
+    decoder's setup): a session continued from another source may differ. SessionError if not."""
+    first = None
+    for piece in pieces:
+        shape = _streams(root / piece.segment.file)
+        if first is None:
+            first = (piece, shape)
+        elif shape != first[1]:
+            a, b = first[0].segment, piece.segment
+            raise SessionError(
+                f"{Path(a.file).name} and {Path(b.file).name} hold different streams ({_describe(first[1])} vs "
+                f"{_describe(shape)}): cut two clips, one ending by {b.global_start:.3f} s and one from there")
+
+
+def _streams(path: Path) -> tuple:
+    with av.open(str(path)) as container:
+        out = []
+        for kind in ("video", "audio"):
+            stream = next((s for s in container.streams if s.type == kind), None)
+            if stream is not None:
+                cc = stream.codec_context
+                out.append((kind, cc.name, getattr(cc, "width", 0), getattr(cc, "height", 0),
+                            getattr(cc, "sample_rate", 0), bytes(cc.extradata or b"")))
+        return tuple(out)
+
+
+def _describe(shape: tuple) -> str:
+    return ", ".join(f"{name} {w}x{h}" if kind == "video" else f"{name} {rate} Hz"
+                     for kind, name, w, h, rate, _ in shape)
 
 
 def _clock(pieces: list[Piece], shift: float = 0.0) -> list[tuple[Piece, float]]:
