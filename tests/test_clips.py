@@ -169,23 +169,43 @@ def test_a_clip_over_segments_and_the_gap_starts_at_the_keyframe_and_carries_the
     assert subtitle_texts(out, tmp_path) == sidecar
 
 
-def test_exact_starts_at_from_itself(recorded, tmp_path):
+def test_exact_reencodes_only_up_to_the_next_keyframe_and_plays_across_the_join(recorded, tmp_path):
     cht, manifest = recorded
     out = tmp_path / "exact.mp4"
     result = run_reaped(cht, "clip", "talk", "0:05", "0:07", "-o", str(out), "--exact")
     assert result.returncode == 0, result.stderr
-    assert "starts exactly at FROM" in result.stderr
-    with av.open(str(out)) as container:
-        length = container.streams.video[0].frames / float(container.streams.video[0].average_rate)
-    assert abs(length - 2.0) < 0.05, length
     seg1 = manifest["segments"][1]
     segment = cht.session_dir("talk") / seg1["file"]
-    picture = first_frame(out)
+    next_key = min(k for k in keyframe_times(segment) if seg1["global_start"] + k > 5.0)
+    head = seg1["global_start"] + next_key - 5.0
+    assert f"starts exactly at FROM (5.000 s; the first {head:.3f} s re-encoded" in result.stderr
+    with av.open(str(out)) as container:
+        frames = [(frame.time, frame.to_ndarray(format="gray").astype(int)) for frame in container.decode(video=0)]
+    times = [t for t, _ in frames]
+    # 2 s of 30 fps; the video may start a few ms in: the audio's first AAC frame starts before FROM
+    assert len(times) == 2 * 30 and times[0] < 0.07 and abs(times[-1] - times[0] - 59 / 30) < 0.03, times
+    assert max(b - a for a, b in zip(times, times[1:])) < 2.5 / 30, "no frame lost or doubled at the join"
+    picture = frames[0][1]
     wanted = np.abs(picture - first_frame(segment, 5.0 - seg1["global_start"])).mean()
     keyframe = np.abs(picture - first_frame(segment, 0.0)).mean()
-    assert wanted < 3 < keyframe, (wanted, keyframe)  # re-encoded, so close rather than equal
+    assert wanted < 3 < keyframe, (wanted, keyframe)  # the head is re-encoded: close rather than equal
+    # From the next keyframe on it is the session's own video, pixel for pixel.
+    target = first_frame(segment, next_key)
+    same = [i for i, (_, picture) in enumerate(frames) if np.array_equal(picture, target)]
+    assert same and abs(same[0] - head * 30) <= 1, (same, head)
     assert [c.text for c in webvtt.read(str(out.with_suffix(".vtt")))] == ["bravo two three"]
     assert abs(secs(webvtt.read(str(out.with_suffix(".vtt")))[0]) - 0.2) < 0.002
+    with sync_playwright() as p:  # a browser plays through the join (the copied part's own H.264 setup)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(out.as_uri())
+        page.evaluate("(() => { const v = document.querySelector('video'); v.muted = true; v.play(); })()")
+        wait_for(lambda: page.evaluate("document.querySelector('video').ended"), 15, what="the clip to play through")
+        quality = page.evaluate("(() => { const v = document.querySelector('video'); const q = "
+                                "v.getVideoPlaybackQuality(); return [v.error, q.totalVideoFrames, "
+                                "q.corruptedVideoFrames, v.videoWidth]; })()")
+        browser.close()
+    assert quality[0] is None and quality[1] >= 55 and quality[2] == 0 and quality[3] == 640, quality
 
 
 @pytest.mark.parametrize("args, says", [

@@ -809,7 +809,9 @@ def clip(
     t0, t1 = _parsed(parse_clock, start), _parsed(parse_clock, end)
     made = cut(session, t0, t1, output or default_name(session.id, t0, t1), exact=exact)
     if made.exact:
-        err.print(f"starts exactly at FROM ({t0:.3f} s; re-encoded)", soft_wrap=True)
+        how = (f"the first {made.reencoded_s:.3f} s re-encoded, up to the next keyframe; the rest copied"
+               if made.reencoded_s is not None else "re-encoded")
+        err.print(f"starts exactly at FROM ({t0:.3f} s; {how})", soft_wrap=True)
     elif made.early_s > 0.0005:
         err.print(f"starts {made.early_s:.3f} s before FROM ({t0:.3f} s), at the keyframe at {made.start:.3f} s "
                   "(--exact: start at FROM)", soft_wrap=True)

@@ -4,8 +4,10 @@ A range may span segments and gaps: the parts that exist are joined back to back
 has its own clock, starting at 0) and every gap inside is named, in what `cut` returns and as a
 subtitle cue at the join. The video is stream-copied from the keyframe at or before FROM (no
 re-encode, so cutting an hour costs what copying it costs); how far before FROM that keyframe
-lies is reported. `exact` re-encodes the whole clip from FROM itself instead (simple and
-correct; re-encoding only the edges would need the middle's encoder settings matched).
+lies is reported. `exact` starts at FROM itself: only FROM → the next keyframe is re-encoded
+(H.264; the copied rest keeps its own parameter sets, in-band through MPEG-TS), so an exact
+200 s clip costs what a copy does; other codecs, or no keyframe after FROM in its segment,
+re-encode the whole clip. The end needs no keyframe: the copy stops at the last frame before TO.
 
 The transcript inside the range becomes a mov_text subtitle track and a sidecar `.vtt`, both on
 the clip's own clock, built by the same cue code as `cht export`.
@@ -85,6 +87,7 @@ class Clip:
     cues: int = 0  # subtitle cues in the clip
     vtt: Path | None = None
     exact: bool = False
+    reencoded_s: float | None = None  # exact: seconds re-encoded at the start (None: the whole clip was)
 
 
 def plan(manifest: Manifest, start: float, end: float) -> tuple[list[Piece], list[Gap]]:
@@ -131,19 +134,35 @@ def cut(session: Session, start: float, end: float, out: Path, *, exact: bool = 
     check_joinable(session.root, pieces)
     pieces[0] = snap_to_keyframe(pieces[0], session.root)
     early = asked - pieces[0].global_from
+    exact = exact and early > 0.0005  # FROM on a keyframe: the copy is exact already
+    head_to = _next_keyframe(session.root, pieces[0], asked - pieces[0].segment.global_start) if exact else None
     subtitle_cues = _clip_cues(session, pieces, _clock(pieces, shift=early if exact else 0.0), gaps)
     vtt = out.with_suffix(".vtt")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".cht-clip-", dir=out.parent) as work:
-            _render(session.root, pieces, subtitle_cues, Path(work), out, vtt, exact_from=early if exact else None)
+            _render(session.root, pieces, subtitle_cues, Path(work), out, vtt, exact_from=early if exact else None,
+                    head_to=head_to)
     except OSError as exc:
         raise SessionError(f"cannot write {out} ({exc.strerror or exc}): choose another -o") from None
     skipped = early if exact else 0.0
     seconds = sum(p.seconds for p in pieces) - skipped
     return Clip(out, round(pieces[0].global_from + skipped, 3),
                 round(pieces[-1].segment.global_start + pieces[-1].local_to, 3), round(early - skipped, 3),
-                round(seconds, 3), gaps, len(subtitle_cues), vtt, exact)
+                round(seconds, 3), gaps, len(subtitle_cues), vtt, exact,
+                round(head_to - (asked - pieces[0].segment.global_start), 3) if head_to is not None else None)
+
+
+def _next_keyframe(root: Path, piece: Piece, local: float) -> float | None:
+    """The first keyframe after `local` inside the piece, if the video is H.264 (whose
+    parameter sets can travel in-band, so a re-encoded head joins the copied rest); else None."""
+    path = root / piece.segment.file
+    with av.open(str(path)) as container:
+        video = next((s for s in container.streams if s.type == "video"), None)
+        if video is None or video.codec_context.name != "h264":
+            return None
+    after = [t for t in keyframe_times(path) if local + 1e-3 < t < piece.local_to - 1e-3]
+    return after[0] if after else None
 
 
 def check_joinable(root: Path, pieces: list[Piece]) -> None:
@@ -206,21 +225,36 @@ def _clip_cues(session: Session, pieces: list[Piece], clock: list[tuple[Piece, f
 
 
 def _render(root: Path, pieces: list[Piece], subtitle_cues: list[Cue], work: Path, out: Path, vtt: Path,
-            *, exact_from: float | None) -> None:
-    """Stream-copy the pieces into one file (concat demuxer, from the first piece's keyframe);
-    exact: then re-encode that file from `exact_from` seconds in (input seeking decodes from
-    the keyframe and drops what lies before, which the concat demuxer's inpoint does not)."""
+            *, exact_from: float | None, head_to: float | None = None) -> None:
+    """Stream-copy the pieces into one file (concat demuxer, from the first piece's keyframe).
+
+    exact with `head_to` (the keyframe after FROM): only FROM → that keyframe is re-encoded,
+    the rest is copied; both go through MPEG-TS (H.264 parameter sets in-band at every
+    keyframe) and are joined, so the copied part keeps its own. exact without: the copied
+    file is re-encoded from `exact_from` seconds in (input seeking decodes from the keyframe
+    and drops what lies before, which the concat demuxer's inpoint does not)."""
     listing = work / "pieces.txt"
-    listing.write_text("ffconcat version 1.0\n" + "".join(
-        f"file '{_quoted(root / p.segment.file)}'\ninpoint {p.local_from:.6f}\noutpoint {p.local_to:.6f}\n"
-        for p in pieces))
+    listing.write_text(_listing(root, pieces))
     (work / "clip.vtt").write_text(to_vtt(subtitle_cues), encoding="utf-8")
     info = probe_file(root / pieces[0].segment.file)
     streams = [*(["-map", "0:v:0"] if info.has_video else []), *(["-map", "0:a:0"] if info.has_audio else [])]
     subs = ["-map", "1:0", "-c:s", "mov_text", "-metadata:s:s:0", "language=und"] if subtitle_cues else []
     vtt_input = ["-i", str(work / "clip.vtt")] if subtitle_cues else []
     copied, tmp = work / "copied.mp4", work / "clip.mp4"
-    if exact_from is None:
+    if exact_from is not None and head_to is not None:
+        first = pieces[0]
+        start = first.local_from + exact_from
+        head, rest, joined = work / "head.ts", work / "rest.ts", work / "joined.txt"
+        _ffmpeg(["-ss", f"{start:.6f}", "-i", str(root / first.segment.file), "-t", f"{head_to - start:.6f}",
+                 *streams, "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-bf", "0", "-pix_fmt", "yuv420p",
+                 "-c:a", "aac", "-f", "mpegts", str(head)])
+        listing.write_text(_listing(root, [Piece(first.segment, head_to, first.local_to), *pieces[1:]]))
+        _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), *streams, "-c", "copy",
+                 "-bsf:v", "h264_mp4toannexb", "-f", "mpegts", str(rest)])
+        joined.write_text(f"ffconcat version 1.0\nfile '{_quoted(head)}'\nfile '{_quoted(rest)}'\n")
+        _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(joined), *vtt_input, *streams, *subs,
+                 "-c:v", "copy", "-c:a", "copy", "-bsf:a", "aac_adtstoasc", "-movflags", "+faststart", str(tmp)])
+    elif exact_from is None:
         _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), *vtt_input, *streams, *subs,
                  "-c:v", "copy", "-c:a", "copy", "-movflags", "+faststart", str(tmp)])
     else:
@@ -230,6 +264,13 @@ def _render(root: Path, pieces: list[Piece], subtitle_cues: list[Cue], work: Pat
                  "-movflags", "+faststart", str(tmp)])
     os.replace(work / "clip.vtt", vtt)
     os.replace(tmp, out)
+
+
+def _listing(root: Path, pieces: list[Piece]) -> str:
+    """The concat demuxer's list: each piece's file with its in and out points."""
+    return "ffconcat version 1.0\n" + "".join(
+        f"file '{_quoted(root / p.segment.file)}'\ninpoint {p.local_from:.6f}\noutpoint {p.local_to:.6f}\n"
+        for p in pieces)
 
 
 def _ffmpeg(args: list[str]) -> None:
