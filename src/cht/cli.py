@@ -64,6 +64,10 @@ MIN_SCENE = typer.Option("2s", "--min-scene", help="Changes closer than this to 
 MODEL = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base).")
 LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect).")
 NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
+QUEUE = typer.Option(None, "--queue", envvar="CHT_QUEUE", metavar="URL",
+                     help="Transcribe on `cht worker`s through this NATS server (nats://HOST:4222; "
+                          "credentials in the URL or CHT_QUEUE are never printed).")
+QUEUE_CREDS = typer.Option(None, "--queue-creds", metavar="FILE", help="A NATS .creds file for --queue.")
 UI_HOST_OPTION = typer.Option(UI_HOST, "--host", help="Web UI address (beyond loopback it needs a token).")
 UI_PORT_OPTION = typer.Option(UI_PORT, "--port", min=1, max=65535, help="Web UI port (the next free one if busy).")
 ON_SEGMENT = typer.Option(None, "--on-segment", metavar="CMD", help="Run CMD with each finished segment's path and "
@@ -72,6 +76,7 @@ ON_SEGMENT = typer.Option(None, "--on-segment", metavar="CMD", help="Run CMD wit
 
 class State:
     data_dir: Path = default_data_dir()
+    queue: tuple[str, Path | None] | None = None  # --queue URL and --queue-creds: speech on workers
 
 
 @app.callback()
@@ -86,12 +91,31 @@ def main_options(
 
 def _load_engine(model: Path | None):
     """The process's one speech engine, loaded before anything is recorded: a missing model
-    fails fast."""
+    (or an unreachable --queue) fails fast."""
     from cht.transcribe.engine import SpeechEngine
     from cht.transcribe.model import SpeechModel, check_model_dir, default_model_dir
 
+    if State.queue is not None:
+        from cht.queue.engine import QueueEngine
+
+        if model is not None:
+            raise SessionError("--model names the model of this process; with --queue the workers' "
+                               "models decode (give --model to `cht worker`)")
+        return QueueEngine(State.queue[0], creds=State.queue[1])
+
     model_dir = check_model_dir(model) if model is not None else default_model_dir(default_cache_dir())
     return SpeechEngine(SpeechModel(model_dir))
+
+
+def _queue(url: str | None, creds: Path | None) -> None:
+    """Remember --queue for `_load_engine`; a malformed URL fails before anything starts."""
+    if url is None:
+        if creds is not None:
+            raise SessionError("--queue-creds goes with --queue URL")
+        return
+    from cht.queue.connect import check_url
+
+    State.queue = (check_url(url), creds)
 
 
 def _stage_config(*, analyze: bool, transcribe: bool, model: Path | None, language: str | None,
@@ -320,7 +344,10 @@ def record(
     attach: bool = typer.Option(False, "--attach", help="No SOURCE: analyse the session `cht ingest` records."),
     timeout: str = typer.Option("30s", "--timeout", help="--attach: how long to wait for the ingest's session."),
     on_segment: Optional[str] = ON_SEGMENT,
+    queue: Optional[str] = QUEUE,
+    queue_creds: Optional[Path] = QUEUE_CREDS,
 ) -> None:
+    _queue(queue, queue_creds)
     ui = UiOptions(not no_ui, host, port, token)
     if attach:
         if source is not None or session_id is not None or append:
@@ -376,8 +403,12 @@ def ingest(
     max_total: Optional[str] = typer.Option(None, "--max-total", help="Hourly, delete the oldest sessions until "
                                             "the rest fit (e.g. 200G)."),
     on_segment: Optional[str] = ON_SEGMENT,
+    queue: Optional[str] = QUEUE,
+    queue_creds: Optional[Path] = QUEUE_CREDS,
 ) -> None:
     from cht.config import IngestOptions
+
+    _queue(queue, queue_creds)
     from cht.ingest.endpoints import parse_endpoint
     from cht.ingest.relay import Relay
     from cht.ingest.service import LOG, IngestService
@@ -449,10 +480,13 @@ def follow(
     host: str = UI_HOST_OPTION,
     port: int = UI_PORT_OPTION,
     token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
+    queue: Optional[str] = QUEUE,
+    queue_creds: Optional[Path] = QUEUE_CREDS,
 ) -> None:
     from cht.stages import parse_stages
     from cht.watch import WatchedSession
 
+    _queue(queue, queue_creds)
     names = parse_stages(stages)
     session = _session_at(target)
     names, config = _stage_config(analyze=True, transcribe=True, model=model, language=language,
@@ -613,7 +647,10 @@ def transcribe(
     redo: bool = typer.Option(False, "--all", help="Transcribe the whole session again, replacing the transcript."),
     model: Optional[Path] = MODEL,
     language: Optional[str] = LANGUAGE,
+    queue: Optional[str] = QUEUE,
+    queue_creds: Optional[Path] = QUEUE_CREDS,
 ) -> None:
+    _queue(queue, queue_creds)
     from cht.offline import transcribe_session
     from cht.transcribe.model import check_language
     from cht.transcribe.offline import pending
@@ -824,6 +861,37 @@ def clip(
     subtitles = f"{made.cues} subtitle cue(s)" if made.cues else "no transcript in this range"
     out.print(f"wrote {made.path} ({made.start:.3f}–{made.end:.3f} s on the session's clock, "
               f"{made.seconds:.3f} s long, {subtitles}) and {made.vtt}", soft_wrap=True)
+
+
+@app.command(help="Decode speech for recorders that run with --queue URL: one model, chunks from every room, "
+             "until Ctrl-C / SIGTERM. Run as many as there are cores or GPUs, on any machines.")
+def worker(
+    queue: str = typer.Option(..., "--queue", envvar="CHT_QUEUE", metavar="URL",
+                              help="The NATS server the recorders publish to (nats://HOST:4222)."),
+    queue_creds: Optional[Path] = QUEUE_CREDS,
+    model: Optional[Path] = MODEL,
+    device: str = typer.Option("cpu", "--device", help="cpu (int8) or cuda (float16)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for the model (0: every core)."),
+    ack_wait: str = typer.Option("60s", "--ack-wait", help="A chunk a dead worker held goes to another after this."),
+) -> None:
+    import asyncio
+
+    from cht.queue.connect import check_url, probe
+    from cht.queue.worker import Worker
+    from cht.transcribe.model import SpeechModel, check_model_dir, default_model_dir
+
+    if device not in ("cpu", "cuda"):
+        raise SessionError(f"--device {device!r}: use cpu or cuda")
+    check_url(queue)
+    wait = _parsed(parse_duration, ack_wait)
+    asyncio.run(probe(queue, creds=queue_creds))  # a wrong URL or password fails before the model loads
+    model_dir = check_model_dir(model) if model is not None else default_model_dir(default_cache_dir())
+    speech = SpeechModel(model_dir, threads=threads, device=device)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    runner = Worker(speech, queue, creds=queue_creds, ack_wait_s=wait,
+                    report=lambda line: out.print(f"worker: {line}", markup=False, highlight=False))
+    out.print(f"worker: {speech.device}, waiting for chunks", markup=False, highlight=False)
+    asyncio.run(runner.run())
 
 
 @app.command(help="Save the picture a running recording shows now as a keyframe.")

@@ -141,14 +141,17 @@ class SpeechModel:
     like a loop (too many words a second) is decoded again with a larger window.
     """
 
-    def __init__(self, model_dir: Path, *, threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, *, threads: int = 0, device: str | None = None) -> None:
+        """`device` cpu (int8) or cuda (float16); None: cuda when there is a GPU."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing downloads
-        cuda = ctranslate2.get_cuda_device_count() > 0
-        self.device = "cuda" if cuda else "cpu"
-        self.retries = 0  # results decoded again with the full window
+        gpus = ctranslate2.get_cuda_device_count()
+        if device == "cuda" and not gpus:
+            raise ModelError("--device cuda: no CUDA GPU is visible to CTranslate2; use --device cpu")
+        self.device = device or ("cuda" if gpus else "cpu")
+        self.retries = 0  # results decoded again with a larger window
         try:
             self._model = _ShortWindowWhisper(
-                str(model_dir), device=self.device, compute_type="float16" if cuda else "int8",
+                str(model_dir), device=self.device, compute_type="float16" if self.device == "cuda" else "int8",
                 cpu_threads=threads or (os.cpu_count() or 1),
             )
         except (RuntimeError, ValueError, OSError) as exc:
@@ -196,12 +199,12 @@ class SpeechModel:
 
     def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1,
                          step: bool = False) -> list[Decoded]:
-        """Several windows in one language decoded in one call (CTranslate2 encodes and decodes
-        them as one batch: cheaper per window than one call each). A window whose result
+        """Windows in one language decoded in one call (CTranslate2 encodes and decodes them as
+        one batch: cheaper per window than one call each). One window alone takes the same path,
+        so a chunk's words do not depend on how many others were ready (nor on which machine
+        decoded it: `cht worker` calls this too). A window whose result
         looks like a loop is decoded again on its own with the full window (steps: its extra
         copies are dropped, see `transcribe`)."""
-        if len(audios) == 1:
-            return [self.transcribe(audios[0], language=language, beam_size=beam_size, step=step)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
         frames = self._model.encode_frames = _window_frames(longest, step)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])

@@ -51,6 +51,12 @@ class TranscribeOptions:
     language: str | None = None  # spoken language code; None: detected, then pinned
 
 
+def unsure(decoded: Decoded) -> bool:
+    """Words the model doubts: French decoded as English averaged 0.58 here, English 0.86."""
+    words = decoded.words
+    return bool(words) and sum(w.probability for w in words) / len(words) < DOUBT_P
+
+
 class Transcriber:
     def __init__(self, engine: SpeechEngine, store: TranscriptStore, bus: ev.EventBus,
                  options: TranscribeOptions, *, done: list[tuple[float, float]] | None = None,
@@ -134,6 +140,10 @@ class Transcriber:
         with self._cond:
             self._abandon = True
             self._cond.notify_all()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandon
 
     @property
     def done(self) -> list[tuple[float, float]]:
@@ -220,7 +230,8 @@ class Transcriber:
         """The engine is done with the chunk at the head of the queue: write its line."""
         try:
             if failed:
-                self.bus.publish(ev.Warning(f"transcription failed at {chunk.start:.1f} s: see session.log"))
+                if not self._abandon:  # abandoned: it stays missing for `cht transcribe`, as asked
+                    self.bus.publish(ev.Warning(f"transcription failed at {chunk.start:.1f} s: see session.log"))
             elif decoded is None:
                 self._note_silence(chunk)
             else:
@@ -281,20 +292,19 @@ class Transcriber:
         if cut is not None:  # never in a word: its second half would be heard as another word
             self._drop_to = cut
 
+    def may_doubt(self, chunk: Chunk) -> bool:
+        """May this window's language be checked when its words are unsure? Only in a session
+        following a language it detected, on a window long enough to detect one."""
+        return self.options.language is None and self.language is not None and chunk.seconds >= PIN_MIN_S
+
     def doubts(self, chunk: Chunk, decoded: Decoded) -> bool:
-        """Is this window perhaps in another language than the pinned one? (Not when the user
-        named the language.) French decoded as English averaged 0.58 here, English 0.86."""
-        if self.options.language is not None or self.language is None or chunk.seconds < PIN_MIN_S:
-            return False
-        words = decoded.words
-        return bool(words) and sum(w.probability for w in words) / len(words) < DOUBT_P
+        """Is this window perhaps in another language than the pinned one?"""
+        return self.may_doubt(chunk) and unsure(decoded)
 
     def _unsure_language(self, chunk: Chunk, decoded: Decoded) -> bool:
         """A step too short for `doubts` to check its language, with words the model doubts
         (French heard as English: "Bonjour à tous" became "1, 2, 3,"): commit nothing yet."""
-        if self.options.language is not None or chunk.seconds >= PIN_MIN_S or not decoded.words:
-            return False
-        return sum(w.probability for w in decoded.words) / len(decoded.words) < DOUBT_P
+        return self.options.language is None and chunk.seconds < PIN_MIN_S and unsure(decoded)
 
     def switch_language(self, language: str, p: float) -> bool:
         """The engine heard `language` (probability `p`) in a doubted window: follow it if sure."""
