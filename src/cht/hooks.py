@@ -61,13 +61,21 @@ class SegmentHook:
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, (ev.SegmentStarted, ev.RecorderRestarted, ev.ManifestUpdated, ev.SessionStopped)):
-            segments = self.manifest().segments
-            done = segments if isinstance(event, ev.SessionStopped) else segments[:-1]
-            with self._events_lock:
-                for seg in done:
-                    if seg.file not in self._queued:
-                        self._queued.add(seg.file)
-                        self._queue.put(self.session.root / seg.file)
+            self._queue_finished(stopped=isinstance(event, ev.SessionStopped))
+
+    def catch_up(self) -> None:
+        """Hand over what finished before this hook was subscribed (an ingest room is announced
+        once its recording has started)."""
+        self._queue_finished(stopped=False)
+
+    def _queue_finished(self, *, stopped: bool) -> None:
+        segments = self.manifest().segments
+        done = segments if stopped else segments[:-1]
+        with self._events_lock:
+            for seg in done:
+                if seg.file not in self._queued:
+                    self._queued.add(seg.file)
+                    self._queue.put(self.session.root / seg.file)
 
     def close(self, timeout: float = DRAIN_S) -> None:
         """Let the queued runs finish (at most `timeout`), then kill what still runs."""

@@ -184,7 +184,7 @@ class IngestService:
             hook = self._hooks[recording.session.id] = SegmentHook(self.on_segment, recording.session,
                                                                    lambda: recording.manifest)
             recording.bus.subscribe(hook)
-            hook(ev.SegmentStarted(0, "", 0.0))  # what the room recorded before it was announced
+            hook.catch_up()
 
     def _room_closed(self, recording: Recording) -> None:
         if self.live is not None:
