@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-from cht import events as ev
 from cht.config import IngestOptions, RecordOptions
 from cht.index.live import follow as index_lines_of
 from cht.index.search import SearchIndex
