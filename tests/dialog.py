@@ -6,14 +6,13 @@ by the speaker model, so the speaker tests and bench/speakers.py use only these.
 from __future__ import annotations
 
 import subprocess
-import wave
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from cht.media.ffmpeg import ffmpeg_exe
-from speech import RATE, beckett, jfk_path
+from speech import RATE, beckett, jfk_path, write_wav
 
 GAPS = (0.5, 0.3, 0.8, 0.4, 1.0, 0.6, 0.35, 0.9, 0.45, 0.7)  # seconds between turns
 
@@ -117,10 +116,3 @@ def speaker_error(truth: list[tuple[str, float, float]], turns, step: float = 0.
     return 1.0 - best / int(speech.sum())
 
 
-def write_wav(path: Path, pcm: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.tobytes())
-    return path

@@ -99,6 +99,11 @@ def speech_wav(path: Path, offsets: list[float], seconds: float) -> Path:
     for offset in offsets:
         i = int(offset * RATE)
         pcm[i:i + len(speech)] = speech[: len(pcm) - i]
+    return write_wav(path, pcm)
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> Path:
+    """16 kHz mono int16 PCM as a WAV file."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

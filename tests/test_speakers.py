@@ -32,8 +32,8 @@ from cht.stages.base import StageConfig
 from cht.stages.speakers import SpeakersStage
 from cht.transcribe.store import TranscriptLine, Word
 from conftest import Cht
-from dialog import dialog, monologue, speaker_error, write_wav
-from speech import HUMAN, RATE, norm
+from dialog import dialog, monologue, speaker_error
+from speech import HUMAN, RATE, norm, write_wav
 
 MAX_ERROR = 0.10  # the goal: share of speech time with the wrong label
 CHUNK = RATE // 10  # the follower hands over PCM in pieces about this size

@@ -188,15 +188,9 @@ class SearchIndex:
                f"snippet(slides_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16) "
                "FROM slides_fts JOIN slides ON slides.id = slides_fts.rowid "
                "LEFT JOIN sessions ON sessions.id = slides.session WHERE slides_fts MATCH ?")
-        args: list = [expression]
-        if session is not None:
-            sql += " AND slides.session = ?"
-            args.append(session)
-        if since is not None:
-            sql += " AND sessions.started >= ?"
-            args.append(since)
-        sql += " ORDER BY bm25(slides_fts) LIMIT ?"
-        args.append(limit)
+        scope, args = _scope("slides", session, since)
+        sql += scope + " ORDER BY bm25(slides_fts) LIMIT ?"
+        args = [expression, *args, limit]
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         kept, last = [], {}
@@ -231,20 +225,26 @@ class SearchIndex:
                f"{order if order.startswith('bm25') else '0.0'} "
                "FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid "
                "LEFT JOIN sessions ON sessions.id = lines.session WHERE lines_fts MATCH ?")
-        args: list = [expression]
-        if session is not None:
-            sql += " AND lines.session = ?"
-            args.append(session)
-        if since is not None:
-            sql += " AND sessions.started >= ?"
-            args.append(since)
-        sql += f" ORDER BY {order} LIMIT ?"
-        args.append(limit)
+        scope, args = _scope("lines", session, since)
+        sql += scope + f" ORDER BY {order} LIMIT ?"
+        args = [expression, *args, limit]
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [(score, ("speech", row_id),
                  Hit(sess, _first_match(json.loads(words), query, start), start, end, snippet, line_text))
                 for row_id, sess, start, end, line_text, words, snippet, score in rows]
+
+
+def _scope(table: str, session: str | None, since: float | None) -> tuple[str, list]:
+    """The WHERE clauses (and their arguments) that narrow hits to a session or a start date."""
+    sql, args = "", []
+    if session is not None:
+        sql += f" AND {table}.session = ?"
+        args.append(session)
+    if since is not None:
+        sql += " AND sessions.started >= ?"
+        args.append(since)
+    return sql, args
 
 
 def _compact(words: list[dict]) -> str:
