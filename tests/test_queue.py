@@ -169,9 +169,9 @@ def test_catch_up_through_two_workers_writes_what_the_process_itself_writes(reco
     remote = cht.run("transcribe", "q", "--all", "--queue", server.url, timeout=300)
     assert remote.returncode == 0, remote.stderr
     theirs = [w for w, _, _ in transcript_words(cht.session_dir("q"))]
-    # The same decode path on both sides (`transcribe_batch`), but CTranslate2's int8 numerics
-    # depend on how many windows share a call, so a close call may go the other way: seen once
-    # at the end ("and" for "fail better"). Two words at most.
+    # In-process, chunks that are ready together share a batch; a worker decodes each alone, and
+    # CTranslate2's numerics differ between the two, so a close call may go the other way: seen
+    # once at the end ("and" for "fail better"). Two words at most.
     changed = [op for op in difflib.SequenceMatcher(a=mine, b=theirs, autojunk=False).get_opcodes() if op[0] != "equal"]
     assert sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in changed) <= 2, (mine, theirs)
     assert len(mine) >= 44, mine

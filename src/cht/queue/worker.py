@@ -50,11 +50,7 @@ def decode(model: SpeechModel, job: Job) -> Decoded:
     """A chunk or a step as the in-process engine decodes it, language check included: a
     session following a detected language gets the window in another one only when the model
     doubts the words and is sure of the other language."""
-    if job.language is None:  # detected: a window on its own, as the engine does
-        decoded = model.transcribe(job.audio, language=None, beam_size=job.beam_size, step=job.step)
-    else:
-        decoded = model.transcribe_batch([job.audio], language=job.language, beam_size=job.beam_size,
-                                         step=job.step)[0]
+    decoded = model.transcribe(job.audio, language=job.language, beam_size=job.beam_size, step=job.step)
     if job.may_doubt and unsure(decoded):
         language, p = model.detect_language(job.audio)
         if language != decoded.language and p >= PIN_LANGUAGE_P:

@@ -154,7 +154,7 @@ class SpeechEngine:
             audios = [chunk.audio for _, chunk in steps.items]
             if steps.language is None:  # detected: a window on its own (see `_next_job`)
                 decoded = [self.model.transcribe(audios[0], language=None, step=True)]
-            else:  # one window or several, the same path (see `transcribe_batch`)
+            else:  # one window or several: `transcribe_batch` decodes a single one on its own
                 decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True))
             decoded = [self._language_checked(client, chunk, d, 1, True) if d is not None else None
                        for (client, chunk), d in zip(steps.items, decoded)]
