@@ -23,7 +23,7 @@ from typing import Callable
 from cht.queue import connect as q
 from cht.queue.protocol import Job, Result, parse_job, result_message
 from cht.transcribe.model import Decoded, SpeechModel
-from cht.transcribe.worker import PIN_LANGUAGE_P, unsure
+from cht.transcribe.worker import unsure
 
 log = logging.getLogger("cht.queue")
 
@@ -52,10 +52,7 @@ def decode(model: SpeechModel, job: Job) -> Decoded:
     doubts the words and is sure of the other language."""
     decoded = model.transcribe(job.audio, language=job.language, beam_size=job.beam_size, step=job.step)
     if job.may_doubt and unsure(decoded):
-        language, p = model.detect_language(job.audio)
-        if language != decoded.language and p >= PIN_LANGUAGE_P:
-            decoded = model.transcribe(job.audio, language=language, beam_size=job.beam_size, step=job.step)
-            decoded.language_p = p
+        decoded = model.in_another_language(job.audio, decoded, beam_size=job.beam_size, step=job.step) or decoded
     return decoded
 
 

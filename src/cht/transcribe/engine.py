@@ -172,10 +172,10 @@ class SpeechEngine:
         the session follows (a speaker who moved from English to French)."""
         if not client.doubts(chunk, decoded):
             return decoded
-        language, p = self.model.detect_language(chunk.audio)
-        if language == decoded.language or not client.switch_language(language, p):
+        other = self.model.in_another_language(chunk.audio, decoded, beam_size=beam_size, step=step)
+        if other is None or not client.switch_language(other.language, other.language_p):
             return decoded
-        return self.model.transcribe(chunk.audio, language=language, beam_size=beam_size, step=step)
+        return other
 
     def _fits(self, batch: _Batch, client: Transcriber, chunk: Chunk) -> bool:
         speech = self._speech_items(batch)

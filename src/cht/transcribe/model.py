@@ -43,6 +43,7 @@ MAX_WORDS_PER_S = 6.0  # ... as is more words than this
 SHORT_WINDOW_S = 5.0  # audio shorter than this is where Whisper repeats a short phrase
 COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
+PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
 
 
 class ModelError(ChtError):
@@ -182,6 +183,17 @@ class SpeechModel:
         self._model.encode_frames = _window_frames(len(audio) / SAMPLE_RATE)
         language, p, _ = self._model.detect_language(audio=audio)
         return language, float(p)
+
+    def in_another_language(self, audio: np.ndarray, decoded: Decoded, *, beam_size: int,
+                            step: bool) -> Decoded | None:
+        """A window decoded in one language, decoded again in another the model is sure it is
+        in (its probability in `language_p`); None when there is no such language."""
+        language, p = self.detect_language(audio)
+        if language == decoded.language or p < PIN_LANGUAGE_P:
+            return None
+        other = self.transcribe(audio, language=language, beam_size=beam_size, step=step)
+        other.language_p = p
+        return other
 
     def _again(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool) -> Decoded:
         """A window whose words look like a loop, decoded again with the next larger window

@@ -27,13 +27,12 @@ from cht.analyze.reader import PcmChunk
 from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
-from cht.transcribe.model import Decoded
+from cht.transcribe.model import PIN_LANGUAGE_P, Decoded
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word, merge
 
 log = logging.getLogger("cht.transcribe")
 
 INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
-PIN_LANGUAGE_P = 0.8  # a detected language this sure is kept for the rest of the session
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
