@@ -242,8 +242,9 @@ def clear_stale(data_dir: Path) -> str | None:
     service holds the lock. Returns what was done, for a log line."""
     target = read_marker(data_dir)
     found = (data_dir / MARKER).exists()
-    (data_dir / MARKER).unlink(missing_ok=True)
+    # The socket goes first: the marker's absence is what waiters read as "cleaned up".
     (data_dir / SOCKET).unlink(missing_ok=True)
+    (data_dir / MARKER).unlink(missing_ok=True)
     if not found:
         return None
     message = f"removed a stale {MARKER} marker (no ingest service answers on {SOCKET})"
