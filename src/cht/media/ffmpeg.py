@@ -8,7 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 
 from cht.errors import SourceError
 
@@ -20,7 +19,10 @@ FMP4_FLAGS = "+frag_keyframe+empty_moov+default_base_moof+use_metadata_tags"
 
 @lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped in the imageio-ffmpeg wheel."""
+    """The ffmpeg binary shipped in the imageio-ffmpeg wheel (imported here: a speech worker
+    machine runs no ffmpeg)."""
+    import imageio_ffmpeg
+
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -43,6 +43,7 @@ MAX_WORDS_PER_S = 6.0  # ... as is more words than this
 SHORT_WINDOW_S = 5.0  # audio shorter than this is where Whisper repeats a short phrase
 COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
+EARLY_END_S = 2.0  # audio this long after a batch window's last word is decoded again on its own
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
 
 
@@ -149,7 +150,7 @@ class SpeechModel:
         if device == "cuda" and not gpus:
             raise ModelError("--device cuda: no CUDA GPU is visible to CTranslate2; use --device cpu")
         self.device = device or ("cuda" if gpus else "cpu")
-        self.retries = 0  # results decoded again with a larger window
+        self.retries = 0  # results decoded again (a larger window, or the rest of a window)
         try:
             self._model = _ShortWindowWhisper(
                 str(model_dir), device=self.device, compute_type="float16" if self.device == "cuda" else "int8",
@@ -158,24 +159,38 @@ class SpeechModel:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load the speech model in {model_dir}: {exc}") from None
         self._batched = BatchedInferencePipeline(self._model)
+        if self.device == "cuda":
+            self._check_cuda_libraries()
         log.info("speech model loaded from %s (%s)", model_dir, self.device)
+
+    def _check_cuda_libraries(self) -> None:
+        """Decode a second of silence now: CTranslate2 loads cuBLAS on the first matrix product,
+        and a missing library should stop `cht worker` at start with what to do, not fail
+        every chunk later."""
+        try:
+            self._decode(np.zeros(SAMPLE_RATE, np.float32), "en", _window_frames(1.0), 1, False, fallback=False)
+        except RuntimeError as exc:
+            raise ModelError(f"--device cuda: CTranslate2 cannot run on the GPU ({exc}); it needs CUDA 12's "
+                             "cuBLAS: `pip install nvidia-cublas-cu12` and put its lib dir on LD_LIBRARY_PATH, "
+                             "or use --device cpu") from None
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
                    word_timestamps: bool = True, step: bool = False) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
         temperature fallback (as in a batch); a result that looks like a loop is decoded again
-        with a larger window. A `step` (a streaming decode of audio that may end mid-word) is
-        greedy and never decoded again (agreement will not commit a loop): its extra copies
-        are dropped."""
+        with a larger window, and the audio after text that ended early on its own. A `step`
+        (a streaming decode of audio that may end mid-word) is greedy and never decoded again
+        (agreement will not commit a loop): its extra copies are dropped."""
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds, step)
         decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, fallback=False)
         if step:
             decoded.words = drop_loops(decoded.words, lambda w: w.word)
-        elif _looks_like_a_loop(decoded.words, seconds):
+            return decoded
+        if _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, frames, beam_size, word_timestamps)
-        return decoded
+        return self._with_the_rest(audio, decoded, beam_size)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """The language of one window and the model's probability for it (one encoder pass
@@ -235,11 +250,31 @@ class SpeechModel:
             words = [w for w in words if w.word.strip()]
             if step:
                 results.append(Decoded(drop_loops(words, lambda w: w.word), language, 1.0))
-            elif _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
-                results.append(self._again(audio, language, frames, beam_size, True))
+            elif not words:  # nothing at all: as a window alone
+                results.append(self.transcribe(audio, language=language, beam_size=beam_size))
             else:
-                results.append(Decoded(words, language, 1.0))
+                decoded = Decoded(words, language, 1.0)
+                if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
+                    decoded = self._again(audio, language, frames, beam_size, True)
+                results.append(self._with_the_rest(audio, decoded, beam_size))
         return results
+
+    def _with_the_rest(self, audio: np.ndarray, decoded: Decoded, beam_size: int) -> Decoded:
+        """A window whose text ended early, with the rest of its audio decoded on its own.
+        Whisper may end its text seconds before the audio ends, in a batch and in its own
+        seek loop alike: a 28 s window of jfk, beckett and jfk again lost the third sentence,
+        a 25 s one its last 4 s (bench/cuda.py). A chunk holds no pause longer than the
+        chunker's LONG_PAUSE_S, so audio this long after the last word is speech."""
+        if not decoded.words:
+            return decoded
+        said_until = decoded.words[-1].end
+        if said_until <= 0 or len(audio) / SAMPLE_RATE - said_until < EARLY_END_S:
+            return decoded
+        self.retries += 1
+        rest = self.transcribe(audio[int(said_until * SAMPLE_RATE):], language=decoded.language,
+                               beam_size=beam_size)
+        decoded.words += [Word(w.start + said_until, w.end + said_until, w.word, w.probability) for w in rest.words]
+        return decoded
 
     def _decode(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool,
                 fallback: bool) -> Decoded:
