@@ -9,10 +9,18 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import Cht
+from speech import (
+    HUMAN,
+    beckett,
+    beckett_path,
+    beckett_words,
+    engine,
+    jfk_path,
+    word_error_rate,
+)
 
 from cht.media.ffmpeg import ffmpeg_exe
-from conftest import Cht
-from speech import HUMAN, beckett, beckett_path, beckett_words, engine, jfk_path, word_error_rate
 
 pytestmark = pytest.mark.slow
 

@@ -1,20 +1,21 @@
 """Every room analysed at once: three clients push into one `cht ingest`, which records,
 analyses and transcribes all three with one speech model; one client dies mid-talk and the
-other rooms lose nothing."""
+other rooms lose nothing; each room's session.log holds its own lines alone."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
 import httpx
 import pytest
-
-from cht.media.ffmpeg import ffmpeg_exe
 from conftest import Cht, wait_for
 from speech import make_speech_video, match, transcript_words
 from test_ingest import Ingest, free_port
+
+from cht.media.ffmpeg import ffmpeg_exe
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +93,10 @@ def test_three_rooms_one_model_and_a_client_that_dies(cht: Cht, tmp_path):
             before = [w for w in truth if w[2] < duration - 1.0]
             hits = [i for i, js in match(before, heard, tolerance=1.0).items() if js]
             assert before and len(hits) >= len(before) - 1, (heard, before)
+
+    # Each room's session.log holds its own lines, none of another room's (one process, one logger).
+    for session_id in rooms.values():
+        text = (cht.session_dir(session_id) / "session.log").read_text()
+        assert f"publishing: session {session_id}" in text, text
+        for other in set(rooms.values()) - {session_id}:
+            assert not re.search(rf"(?<![\w-]){re.escape(other)}(?![\w-])", text), (session_id, other, text)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import av
 import pytest
+from conftest import Cht, wait_for
+from speech import HUMAN, beckett_path, jfk_path, transcript_words, word_error_rate
 
 from cht.analyze.scenes import read_frames
 from cht.media.ffmpeg import ffmpeg_exe
 from cht.ocr.text import read_ocr
-from conftest import Cht, wait_for
-from speech import HUMAN, beckett_path, jfk_path, transcript_words, word_error_rate
 
 pytestmark = pytest.mark.slow
 

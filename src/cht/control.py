@@ -17,6 +17,7 @@ from typing import Callable
 
 from cht.accepting import Acceptor
 from cht.errors import SessionError
+from cht.sessionlog import spawn
 
 log = logging.getLogger("cht.control")
 
@@ -44,8 +45,7 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         sock.listen(8)
         self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name="cht-control", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._serve, name="cht-control")
         return True
 
     def close(self) -> None:

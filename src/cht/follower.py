@@ -21,6 +21,7 @@ from typing import Callable
 from cht import events as ev
 from cht.analyze.reader import PcmChunk, SegmentDecoder, VideoSample
 from cht.session import Segment
+from cht.sessionlog import spawn
 from cht.stages import Stage
 
 log = logging.getLogger("cht.follow")
@@ -53,8 +54,7 @@ class Follower:
     def start(self) -> None:
         if not self.stages:
             return
-        self._thread = threading.Thread(target=self._loop, name="cht-follow", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._loop, name="cht-follow")
 
     def _loop(self) -> None:
         while not self._stop.wait(self._poll_s):

@@ -22,6 +22,7 @@ from typing import Callable
 from cht import events as ev
 from cht.errors import SessionError
 from cht.session import Manifest, Session
+from cht.sessionlog import spawn
 
 log = logging.getLogger("cht.hooks")
 
@@ -56,8 +57,7 @@ class SegmentHook:
         self._events_lock = threading.Lock()
         self._file_log = _OwnLines(session)
         log.addHandler(self._file_log)
-        self._thread = threading.Thread(target=self._work, name="cht-on-segment", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._work, name="cht-on-segment")
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, (ev.SegmentStarted, ev.RecorderRestarted, ev.ManifestUpdated, ev.SessionStopped)):

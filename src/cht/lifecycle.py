@@ -41,8 +41,8 @@ from cht.session import (
     META_SOURCE,
     META_STARTED_AT,
     Manifest,
-    Session,
     SegmentFacts,
+    Session,
     SessionState,
     close_segment,
     derive,
@@ -50,6 +50,7 @@ from cht.session import (
     segment_facts,
     segment_index,
 )
+from cht.sessionlog import close_session_log, open_session_log, spawn
 
 Relay = Callable[[bytes], None]
 
@@ -133,8 +134,7 @@ class Lifecycle:
         self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
         self._refresh()
         self._save_manifest()
-        self._thread = threading.Thread(target=self._control_loop, name="cht-lifecycle", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._control_loop, name="cht-lifecycle")
 
     def request_stop(self) -> None:
         """Ask for a stop from a signal handler; `stop()` then does the work."""
@@ -491,28 +491,11 @@ class Lifecycle:
         return self.session.root / ".reserve"
 
     def _attach_log(self) -> None:
-        self._log_handler = open_session_log(self.session.log_path)
+        self._log_handler = open_session_log(self.session.log_path, self.session.id)
 
     def _detach_log(self) -> None:
         close_session_log(self._log_handler)
         self._log_handler = None
-
-
-def open_session_log(path: Path) -> logging.Handler:
-    """cht's log lines go to the session's `session.log` too, from now on."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("cht")
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-    return handler
-
-
-def close_session_log(handler: logging.Handler | None) -> None:
-    if handler is not None:
-        logging.getLogger("cht").removeHandler(handler)
-        handler.close()
 
 
 def source_label(source: Source) -> str:

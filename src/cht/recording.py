@@ -18,6 +18,7 @@ from cht.errors import SessionError
 from cht.follower import Follower
 from cht.lifecycle import Lifecycle
 from cht.session import Manifest, Session, lock_holder, take_lock
+from cht.sessionlog import spawn
 
 log = logging.getLogger("cht.lifecycle")
 
@@ -59,8 +60,7 @@ class Recording:
         self._finish_lock = threading.Lock()
         self._finished = threading.Event()
         # The recorder may end by itself (end of source, disk full): the follower then finishes at once.
-        self.bus.subscribe(lambda e: isinstance(e, ev.SessionStopped) and threading.Thread(
-            target=self._finish, name="cht-follow-finish", daemon=True).start())
+        self.bus.subscribe(lambda e: isinstance(e, ev.SessionStopped) and spawn(self._finish, name="cht-follow-finish"))
 
     @property
     def manifest(self) -> Manifest:

@@ -22,10 +22,10 @@ from cht.control import ControlServer
 from cht.control import request as control_request
 from cht.errors import SessionError
 from cht.follower import Follower
-from cht.lifecycle import close_session_log, open_session_log
 from cht.record.follow import ManifestFollower
 from cht.recording import capture_with, claim_analysis
 from cht.session import Manifest, Session, lock_held, segment_index
+from cht.sessionlog import close_session_log, open_session_log, spawn
 from cht.stages import StageConfig, StageContext, build_stages
 
 log = logging.getLogger("cht.follow")
@@ -56,15 +56,14 @@ class WatchedSession:
         self._runs_seen: set[int] = set()
 
     def start(self) -> None:
-        self._log_handler = open_session_log(self.session.log_path)
+        self._log_handler = open_session_log(self.session.log_path, self.session.id)
         log.info("following session %s (pid %d)", self.session.id, os.getpid())
         self.bus.publish(ev.SessionStarted(self.session.id, self.manifest.source, str(self.session.root)))
         self._publish_changes()
         self.follower.start()
         if self.follower.stages and not _answers(self.session.control_path):
             self._control.start()  # the recorder's own process does not analyse: status and capture are here
-        self._thread = threading.Thread(target=self._loop, name="cht-watch", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._loop, name="cht-watch")
 
     def _loop(self) -> None:
         while not self._stopping.wait(TICK_S):

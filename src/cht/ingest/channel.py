@@ -25,6 +25,7 @@ from cht.ingest.relay import Relay
 from cht.record.sources import Source
 from cht.recording import Recording, build_recording
 from cht.session import Session, iso
+from cht.sessionlog import as_session
 from cht.stages import StageConfig
 
 log = logging.getLogger("cht.ingest")
@@ -107,6 +108,10 @@ class Channel:
 
     def _open(self, feed: PushFeed, client: str) -> None:
         session = Session.create(self.data_dir)
+        with as_session(session.id):  # the recording's threads log to its session.log alone
+            self._start(session, feed, client)
+
+    def _start(self, session: Session, feed: PushFeed, client: str) -> None:
         source = Source("push", self.endpoint.label, container=self.endpoint.container)
         relay = None
         if self.relay is not None:
@@ -172,6 +177,10 @@ class Channel:
         return recording
 
     def _finish(self, recording: Recording, reason: str) -> None:
+        with as_session(recording.session.id):
+            self._close(recording, reason)
+
+    def _close(self, recording: Recording, reason: str) -> None:
         manifest = recording.stop(reason)
         if self.relay is not None:
             self.relay.close(recording.session.id)

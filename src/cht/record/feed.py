@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from cht.record.recorder import die_with_parent
+from cht.sessionlog import spawn
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ class PipeFeed:
                 stderr=log_file,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not ffmpeg's
             )
-        self._thread = threading.Thread(target=self._pump, name="cht-feed", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._pump, name="cht-feed")
 
     def attach(self, sink: IO[bytes]) -> None:
         with self._lock:

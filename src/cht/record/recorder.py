@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-import threading
 from typing import IO, Callable
+
+from cht.sessionlog import spawn
 
 log = logging.getLogger("cht.recorder")
 
@@ -69,7 +70,7 @@ class Recorder:
             )
         log.info("run %d: recorder pid %d", self.run, self._proc.pid)
         if self._stdout_sink is not None:
-            threading.Thread(target=self._pump_stdout, name="cht-recorder-out", daemon=True).start()
+            spawn(self._pump_stdout, name="cht-recorder-out")
 
     def _pump_stdout(self) -> None:
         """Read stdout as fast as ffmpeg writes it, so a slow consumer can never hold the

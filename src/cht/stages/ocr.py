@@ -21,6 +21,7 @@ from cht import events as ev
 from cht.analyze.scenes import FrameRecord, read_frames
 from cht.ocr.reader import UnreadableImage, read_lines
 from cht.ocr.text import OCR_LOG, SlideText, append, read_ocr, title_of
+from cht.sessionlog import spawn
 from cht.stages.base import Stage, StageConfig, StageContext
 
 log = logging.getLogger("cht.ocr")
@@ -45,8 +46,7 @@ class OcrStage(Stage):
         self._abandoned = threading.Event()
         self.read = 0
         self._unsubscribe = context.bus.subscribe(self._on_event)
-        self._thread = threading.Thread(target=self._run, name=f"cht-ocr-{context.session_id}", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._run, name=f"cht-ocr-{context.session_id}")
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.SceneDetected):

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cht.sessionlog import as_session
 from cht.transcribe.model import Decoded, SpeechModel, window_s
 
 if TYPE_CHECKING:
@@ -208,7 +209,9 @@ class SpeechEngine:
                            for (client, chunk), d in zip(speech, decoded)]
                 results = {id(chunk): d for (_, chunk), d in zip(speech, decoded)}
             except Exception:
-                log.exception("transcribing %d window(s) failed", len(speech))
+                for session_id in {getattr(client, "session_id", None) for client, _ in speech}:
+                    with as_session(session_id):  # into each session.log that reports the failure
+                        log.exception("transcribing %d window(s) failed", len(speech))
         spent = time.perf_counter() - began
         total = sum(chunk.seconds for _, chunk in speech) or 1.0
         for client, chunk in batch.items:  # in each session's own order

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
+from cht.sessionlog import SESSION, in_own_session
 from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
@@ -63,6 +64,7 @@ class Transcriber:
         self.engine = engine
         self.store = store
         self.bus = bus
+        self.session_id = SESSION.get()  # whose lines the engine's callbacks log (`in_own_session`)
         self.options = options
         self.language = options.language  # pinned once detected with confidence
         self.beam_size = options.beam_size
@@ -225,6 +227,7 @@ class Transcriber:
         self._stepping = chunk is not None
         return chunk
 
+    @in_own_session
     def complete(self, chunk: Chunk, decoded: Decoded | None, busy_s: float, failed: bool = False) -> None:
         """The engine is done with the chunk at the head of the queue: write its line."""
         try:
@@ -250,6 +253,7 @@ class Transcriber:
                 self._cond.notify_all()
         self._report_lag()
 
+    @in_own_session
     def draft_done(self, chunk: Chunk, decoded: Decoded | None, busy_s: float = 0.0) -> None:
         """A step's result: commit what agrees with the previous step, show the rest."""
         try:
@@ -305,6 +309,7 @@ class Transcriber:
         (French heard as English: "Bonjour à tous" became "1, 2, 3,"): commit nothing yet."""
         return self.options.language is None and chunk.seconds < PIN_MIN_S and unsure(decoded)
 
+    @in_own_session
     def switch_language(self, language: str, p: float) -> bool:
         """The engine heard `language` (probability `p`) in a doubted window: follow it if sure."""
         if p < PIN_LANGUAGE_P:

@@ -20,7 +20,13 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from cht import events as ev
-from cht.config import RecordOptions, SceneOptions, default_cache_dir, parse_duration, parse_size
+from cht.config import (
+    RecordOptions,
+    SceneOptions,
+    default_cache_dir,
+    parse_duration,
+    parse_size,
+)
 from cht.errors import ChtError, SessionError
 from cht.index.live import follow
 from cht.index.search import SearchIndex
@@ -28,6 +34,7 @@ from cht.lifecycle import source_label
 from cht.record.sources import parse_source
 from cht.recording import Recording, build_recording
 from cht.session import Session, check_id
+from cht.sessionlog import as_session, spawn
 
 log = logging.getLogger("cht.web")
 
@@ -116,8 +123,8 @@ class Recordings:
             log.warning("search index not followed for %s (%s): run `cht reindex` later", session.id, exc)
         started: list[BaseException | None] = []
         ready = threading.Event()
-        threading.Thread(target=self._drive, args=(session.id, item, started, ready), name="cht-api-recording",
-                         daemon=True).start()
+        with as_session(session.id):  # the recording's threads log to its session.log alone
+            spawn(self._drive, session.id, item, started, ready, name="cht-api-recording")
         ready.wait()
         if started[0] is not None:
             with self._lock:
