@@ -56,7 +56,7 @@ err = Console(stderr=True, highlight=False)
 
 EXIT_USER_ERROR = 2
 EXIT_ABNORMAL_END = 1
-ABNORMAL_REASONS = ("disk full",)  # stopped, but not because anyone asked
+ABNORMAL_REASONS = ("disk full", "data dir not writable")  # stopped, but not because anyone asked
 
 
 # Options several commands share (typer takes the same default object in each).

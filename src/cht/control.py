@@ -52,7 +52,10 @@ class ControlServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # a read-only disk: the stale socket answers no one; the next server replaces it
+                pass
 
     def _serve(self) -> None:
         while (accepted := self.acceptor.accept(lambda: self._sock)) is not None:

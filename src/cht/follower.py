@@ -152,11 +152,13 @@ class Follower:
             if self._strict:
                 raise
             errors = self._errors[stage.name] = self._errors.get(stage.name, 0) + 1
+            trace = not isinstance(exc, OSError)  # a disk's error is its message; anything else, a bug's trace
             if errors < MAX_STAGE_ERRORS:
-                log.exception("the %s stage failed on a sample (skipped)", stage.name)
+                log.error("the %s stage failed on a sample (skipped): %s", stage.name, exc, exc_info=trace)
                 self.bus.publish(ev.Warning(f"{stage.name}: a sample was skipped after an error: {exc}"))
                 return
-            log.exception("the %s stage failed %d times: switched off for this session", stage.name, errors)
+            log.error("the %s stage failed %d times: switched off for this session: %s", stage.name, errors, exc,
+                      exc_info=trace)
             if stage in self.stages:
                 self.stages.remove(stage)
             self.bus.publish(ev.Warning(f"{stage.name} is off for this session after {errors} errors: {exc}"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import shutil
 import threading
 import time
@@ -105,6 +106,7 @@ class Lifecycle:
         self._quick_failures = 0
         self._manifest_saved_at = 0.0
         self._went_live = False
+        self._unwritable: str | None = None  # why the manifest could not be written last time
         self._last_index = -1
         self._file_started_wall = 0.0  # epoch s when a file source started playing
         self._file_origin = 0.0  # global s where a file source's own time 0 lies
@@ -322,8 +324,12 @@ class Lifecycle:
                 self.bus.publish(ev.WentLive(duration))
             self.bus.publish(ev.DurationChanged(duration, self._last_index, self.bytes))
             self.bus.publish(ev.LiveTick(duration))
+            self._sync_media()
             if time.monotonic() - self._manifest_saved_at >= self.options.manifest_every_s:
                 self._save_manifest()  # `cht serve` and `cht info` in other processes see it grow
+            if self._unwritable is not None:  # the manifest could not be written: is the disk gone read-only?
+                self._stop_unwritable()
+                return
             free = _free_bytes(self.session.root)
             if free is not None and free < self.options.min_free_bytes:
                 log.warning("only %d bytes free in the data dir: stopping", free)
@@ -341,6 +347,9 @@ class Lifecycle:
             log.warning("run %d ended (exit code %s): %s", run.number, code, error)
         if "No space left" in run.recorder.output():
             self._shutdown("stopped", "disk full: the data dir has no space left")
+            return
+        if _write_problem(self.session.root) is not None:  # a read-only disk kills the recorder too
+            self._stop_unwritable()
             return
         if code == 0 and self.source.finite:
             self._shutdown("stopped", "end of source")
@@ -445,12 +454,35 @@ class Lifecycle:
         self._manifest_saved_at = time.monotonic()
         try:
             self.session.save_manifest(self.manifest)
+            self._unwritable = None
         except OSError as exc:
+            self._unwritable = exc.strerror
             log.error("could not write the manifest: %s", exc)
             self.bus.publish(ev.Warning(f"could not write the manifest: {exc.strerror}"))
             return
         self.bus.publish(ev.ManifestUpdated(len(self.manifest.segments), self.manifest.duration,
                                             self.manifest.state))
+
+    def _sync_media(self) -> None:
+        """Push the newest segments (the growing one, and the one that may have just closed) and
+        their dir to the disk, every tick: ffmpeg never fsyncs, and a disk that fails and goes
+        read-only (ext4 errors=remount-ro), or a power cut, drops every byte not yet written back:
+        seen, a whole session's segments gone after an abort at 14 s. One tick's media is at stake."""
+        for path in self.session.segment_files()[-2:]:
+            _fsync(path)
+        _fsync(self.session.segments_dir)
+
+    def _stop_unwritable(self) -> None:
+        """The data dir turned read-only (a failing disk remounted, a permission changed): stop
+        with that reason instead of restarting a recorder that cannot write. The media written
+        stays (each fragment is whole); the manifest on disk may be behind it: `cht rebuild`."""
+        problem = _write_problem(self.session.root)
+        if problem is None:
+            self._unwritable = None
+            return
+        self._stopping.set()
+        self._shutdown("stopped", f"data dir not writable: {problem}; what was recorded is kept: once it is "
+                                  f"writable again, run `cht rebuild {self.session.id}`")
 
     def _shutdown(self, state: SessionState, reason: str) -> None:
         with self._lock:
@@ -461,7 +493,10 @@ class Lifecycle:
             if run and run.recorder and not run.handled:
                 run.handled = True
                 run.recorder.stop(timeout=self.options.stop_timeout_s)
-                self._finalize_run(run)
+                try:
+                    self._finalize_run(run)
+                except OSError as exc:  # read-only: the torn fragment stays; readers skip it, `cht rebuild` cuts it
+                    log.warning("could not close the last segment: %s", exc)
             if self._feed:
                 self._feed.stop()
             self._refresh()
@@ -484,7 +519,10 @@ class Lifecycle:
             self._reserve_path.unlink(missing_ok=True)
 
     def _release_reserve(self) -> None:
-        self._reserve_path.unlink(missing_ok=True)
+        try:
+            self._reserve_path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only disk: nothing to release, and nothing to write either
+            log.warning("could not release the space reserve: %s", exc)
 
     @property
     def _reserve_path(self) -> Path:
@@ -515,6 +553,30 @@ def source_label(source: Source) -> str:
             pieces[-1] = "***"
         path = "/".join(pieces)
     return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # read-only or failing: what the tick reports as not writable
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_problem(path: Path) -> str | None:
+    """Why a new file cannot be made in `path` (read-only file system, permission denied), or None."""
+    probe = path / ".write-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _free_bytes(path: Path) -> int | None:

@@ -82,4 +82,7 @@ def close_session_log(handler: logging.Handler | None) -> None:
         logging.getLogger("cht").removeHandler(handler)
         with _open_lock:
             _open.discard(handler)
-        handler.close()
+        try:
+            handler.close()
+        except OSError:  # its last lines could not be flushed (a read-only disk): they are on stderr
+            pass

@@ -243,8 +243,9 @@ class Transcriber:
                 words = self._agreement.finish(self._words(chunk, decoded))
                 self._commit(self._piece(chunk, words, chunk.end, decoded.language))
                 self._piece_end = None
-        except Exception:  # a full disk, say: logged; the queue must move on
-            log.exception("writing chunk %d (%.1f–%.1f s) failed", chunk.id, chunk.start, chunk.end)
+        except Exception as exc:  # a full disk, say: logged; the queue must move on
+            log.error("writing chunk %d (%.1f–%.1f s) failed: %s", chunk.id, chunk.start, chunk.end, exc,
+                      exc_info=not isinstance(exc, OSError))
         finally:
             with self._cond:
                 self._queue.popleft()
