@@ -775,6 +775,7 @@ def _serve(only: str | None, host: str, port: int, token: str | None) -> None:
         raise KeyboardInterrupt  # SIGTERM stops as Ctrl-C does: what it records finishes first
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # also when started with SIGINT ignored (`cmd &` in a script)
     try:
         web.serve_forever()
     except KeyboardInterrupt:
