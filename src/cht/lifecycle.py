@@ -106,7 +106,7 @@ class Lifecycle:
         self._quick_failures = 0
         self._manifest_saved_at = 0.0
         self._went_live = False
-        self._unwritable: str | None = None  # why the manifest could not be written last time
+        self._manifest_failed = False  # the last manifest write failed (is the disk read-only?)
         self._last_index = -1
         self._file_started_wall = 0.0  # epoch s when a file source started playing
         self._file_origin = 0.0  # global s where a file source's own time 0 lies
@@ -327,8 +327,7 @@ class Lifecycle:
             self._sync_media()
             if time.monotonic() - self._manifest_saved_at >= self.options.manifest_every_s:
                 self._save_manifest()  # `cht serve` and `cht info` in other processes see it grow
-            if self._unwritable is not None:  # the manifest could not be written: is the disk gone read-only?
-                self._stop_unwritable()
+            if self._manifest_failed and self._stop_if_unwritable():
                 return
             free = _free_bytes(self.session.root)
             if free is not None and free < self.options.min_free_bytes:
@@ -348,8 +347,7 @@ class Lifecycle:
         if "No space left" in run.recorder.output():
             self._shutdown("stopped", "disk full: the data dir has no space left")
             return
-        if _write_problem(self.session.root) is not None:  # a read-only disk kills the recorder too
-            self._stop_unwritable()
+        if self._stop_if_unwritable():  # a read-only disk kills the recorder too
             return
         if code == 0 and self.source.finite:
             self._shutdown("stopped", "end of source")
@@ -454,9 +452,9 @@ class Lifecycle:
         self._manifest_saved_at = time.monotonic()
         try:
             self.session.save_manifest(self.manifest)
-            self._unwritable = None
+            self._manifest_failed = False
         except OSError as exc:
-            self._unwritable = exc.strerror
+            self._manifest_failed = True
             log.error("could not write the manifest: %s", exc)
             self.bus.publish(ev.Warning(f"could not write the manifest: {exc.strerror}"))
             return
@@ -468,21 +466,22 @@ class Lifecycle:
         their dir to the disk, every tick: ffmpeg never fsyncs, and a disk that fails and goes
         read-only (ext4 errors=remount-ro), or a power cut, drops every byte not yet written back:
         seen, a whole session's segments gone after an abort at 14 s. One tick's media is at stake."""
-        for path in self.session.segment_files()[-2:]:
-            _fsync(path)
+        for segment in self.manifest.segments[-2:]:  # as `_refresh` just found them: no listing here
+            _fsync(self.session.root / segment.file)
         _fsync(self.session.segments_dir)
 
-    def _stop_unwritable(self) -> None:
+    def _stop_if_unwritable(self) -> bool:
         """The data dir turned read-only (a failing disk remounted, a permission changed): stop
-        with that reason instead of restarting a recorder that cannot write. The media written
-        stays (each fragment is whole); the manifest on disk may be behind it: `cht rebuild`."""
+        with that reason instead of restarting a recorder that cannot write, and say so. The
+        media written stays (each fragment is whole); the manifest on disk may be behind it:
+        `cht rebuild`."""
         problem = _write_problem(self.session.root)
         if problem is None:
-            self._unwritable = None
-            return
+            return False
         self._stopping.set()
         self._shutdown("stopped", f"data dir not writable: {problem}; what was recorded is kept: once it is "
                                   f"writable again, run `cht rebuild {self.session.id}`")
+        return True
 
     def _shutdown(self, state: SessionState, reason: str) -> None:
         with self._lock:
