@@ -78,7 +78,10 @@ class SegmentHook:
                     self._queue.put(self.session.root / seg.file)
 
     def close(self, timeout: float = DRAIN_S) -> None:
-        """Let the queued runs finish (at most `timeout`), then kill what still runs."""
+        """Hand over what the final manifest lists (a segment whose last fragment was written
+        after the stop was announced was missed: seen under load), let the queued runs finish
+        (at most `timeout`), then kill what still runs."""
+        self._queue_finished(stopped=self.manifest().state != "recording")
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
