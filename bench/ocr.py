@@ -10,10 +10,18 @@ bullet, a camera with no text), H.264 crf 23, 10 fps. Per size it is recorded wi
 * ms per keyframe: every saved keyframe read again in this process by cht's reader (one ONNX
   thread, orientation step off, as the stage runs), after one warm-up; wall and this
   thread's CPU time; the engine's first call (model load) apart;
-* CPU share of a lecture: CPU s per keyframe × keyframes a 10-minute talk saves (one every
-  `--every` s) / 600 s — derived from the measured CPU, not measured while recording.
+* CPU share of a lecture, derived: CPU s per keyframe × keyframes a 10-minute talk saves (one
+  every `--every` s) / 600 s;
+* CPU share of a lecture, measured (`--lecture MINUTES`): a talk of that length — a 720p slide
+  every `--every` s (the deck's slides over and over, each title numbered) and continuous real
+  speech (jfk.flac from ../shared/media back to back, or beckett.wav where it is absent) — recorded
+  by plain `cht record` (transcription, OCR and speakers on) at real pace. The OCR thread's own
+  CPU time (the stage's `ocr_cpu_s`) over the media time, beside the cht process's CPU, and the
+  worst OCR and transcript lag seen in its status every 2 s (the transcript's also after the first
+  minute, when the model has loaded).
 
     python bench/ocr.py [--sizes 1280x720,1920x1080,960x540] [--every 20]
+    python bench/ocr.py --lecture 10    # a 10-minute lecture recorded live
     python bench/ocr.py --slide-words   # needs Debian's espeak-ng
 
 `--slide-words` measures the issue's "slide words help the transcript" before anything is built:
@@ -37,9 +45,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ocr_deck import cer, render, slides  # noqa: E402
+from ocr_deck import Shown, cer, render, slides  # noqa: E402
 
 from cht.analyze.scenes import read_frames  # noqa: E402
+from cht.media.ffmpeg import ffmpeg_exe  # noqa: E402
 from cht.ocr.reader import read_lines  # noqa: E402
 from cht.ocr.text import read_ocr  # noqa: E402
 
@@ -135,12 +144,84 @@ def hotword_trial(work: Path) -> None:
         print(f"| {way} | {r['terms']} | {statistics.mean(r['wer']):.1%} | {r['loops']} |")
 
 
+SETTLED_S = 60.0  # the transcript lag is also given from here on: before, the model is loading while media arrives
+
+
+def lecture_video(minutes: float, every: float, work: Path) -> Path:
+    """Slides every `every` s (the deck's text slides in turn, titles numbered) with continuous speech."""
+    from speech import beckett_path, jfk_path
+
+    deck = [s for s in slides() if s.title]
+    shown = []
+    for i in range(int(minutes * 60 // every)):
+        base = deck[i % len(deck)]
+        shown.append(Shown(i * every, every, f"{base.title} {i + 1}", base.lines, base.theme, base.code))
+    video = render(shown, work / "slides.mp4")
+    voice = jfk_path() if jfk_path().exists() else beckett_path()
+    talk = work / "lecture.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(video),
+                    "-stream_loop", "-1", "-i", str(voice), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-c:a", "aac", "-ar", "48000", "-t", f"{minutes * 60}", str(talk)], check=True)
+    return talk
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lecture(minutes: float, every: float, work: Path) -> dict:
+    """Record the lecture live and watch the OCR stage's CPU and lag in its status."""
+    from cht.control import request
+    from cht.errors import SessionError
+
+    talk = lecture_video(minutes, every, work)
+    data = work / "data-lecture"
+    env = {**os.environ, "CHT_DATA_DIR": str(data)}
+    proc = subprocess.Popen([sys.executable, "-m", "cht.cli", "record", str(talk), "--session", "lecture",
+                             "--language", "en", "--no-ui"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    control = data / "sessions" / "lecture" / "control.sock"
+    last, ocr_lag, lags, process_cpu = {}, 0.0, [], 0.0
+    began = time.monotonic()
+    while proc.poll() is None:
+        time.sleep(2)
+        try:
+            status = request(control, "status", timeout=2)
+            process_cpu = cpu_s(proc.pid)
+        except (SessionError, OSError):
+            continue
+        last = status
+        ocr_lag = max(ocr_lag, status.get("ocr_lag") or 0.0)
+        lags.append((time.monotonic() - began, status.get("transcript_lag") or 0.0))
+    if proc.returncode != 0 or not last:
+        sys.exit(f"cht record failed (exit {proc.returncode}) or never answered its status")
+    media = minutes * 60
+    return {"minutes": minutes, "keyframes": last["ocr_read"], "ocr_cpu": last["ocr_cpu_s"],
+            "share": last["ocr_cpu_s"] / media, "process_cpu": process_cpu, "ocr_lag": ocr_lag,
+            "transcript_lag": max(lag for _, lag in lags),
+            "settled_lag": max((lag for t, lag in lags if t >= SETTLED_S), default=0.0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1280x720,1920x1080,960x540")
     parser.add_argument("--every", type=float, default=20.0, help="seconds between keyframes in a lecture")
     parser.add_argument("--slide-words", action="store_true", help="measure slide words as Whisper hotwords/prompt")
+    parser.add_argument("--lecture", type=float, metavar="MINUTES", help="record a lecture this long live")
     args = parser.parse_args()
+    if args.lecture:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = lecture(args.lecture, args.every, Path(tmp))
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
+        print("| lecture | keyframes read | OCR CPU s | OCR share of one core | cht process CPU s | OCR of cht's CPU "
+              f"| worst OCR lag | worst transcript lag (after {SETTLED_S:g} s) |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(f"| {r['minutes']:g} min, a slide every {args.every:g} s | {r['keyframes']} | {r['ocr_cpu']:.1f} | "
+              f"{r['share']:.1%} | {r['process_cpu']:.0f} | {r['ocr_cpu'] / r['process_cpu']:.1%} | "
+              f"{r['ocr_lag']:.1f} s | {r['transcript_lag']:.1f} s ({r['settled_lag']:.1f} s) |")
+        return
     if args.slide_words:
         with tempfile.TemporaryDirectory() as tmp:
             hotword_trial(Path(tmp))

@@ -45,6 +45,7 @@ class OcrStage(Stage):
         self._finishing = threading.Event()
         self._abandoned = threading.Event()
         self.read = 0
+        self.cpu_s = 0.0  # this thread's CPU time spent reading: what OCR costs, measured
         self._unsubscribe = context.bus.subscribe(self._on_event)
         self._thread = spawn(self._run, name=f"cht-ocr-{context.session_id}")
 
@@ -90,6 +91,7 @@ class OcrStage(Stage):
 
     def _read(self, record: FrameRecord, root: Path) -> None:
         self._done.add(record.file)
+        started = time.thread_time()
         try:
             lines, height = read_lines(root / record.file)
         except UnreadableImage as exc:
@@ -103,6 +105,7 @@ class OcrStage(Stage):
             return
         finally:
             self._seen.pop(record.file, None)
+            self.cpu_s += time.thread_time() - started
         slide = SlideText(record.t, record.file, lines, title_of(lines, height))
         append(self.out_dir, slide)
         self.read += 1
@@ -122,5 +125,5 @@ class OcrStage(Stage):
 
     def status(self) -> dict:
         waiting = list(self._seen.values())
-        return {"ocr_read": self.read, "ocr_pending": len(waiting),
+        return {"ocr_read": self.read, "ocr_pending": len(waiting), "ocr_cpu_s": round(self.cpu_s, 2),
                 "ocr_lag": round(time.monotonic() - min(waiting), 2) if waiting else 0.0}
