@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from cht.memory import release_free_memory
 from cht.queue import connect as q
 from cht.queue.protocol import Job, Result, parse_job, result_message
 from cht.transcribe.model import Decoded, SpeechModel
@@ -53,6 +54,7 @@ def decode(model: SpeechModel, job: Job) -> Decoded:
     decoded = model.transcribe(job.audio, language=job.language, beam_size=job.beam_size, step=job.step)
     if job.may_doubt and unsure(decoded):
         decoded = model.in_another_language(job.audio, decoded, beam_size=job.beam_size, step=job.step) or decoded
+    release_free_memory()  # the decode's buffers, kept by glibc otherwise (cht.memory)
     return decoded
 
 

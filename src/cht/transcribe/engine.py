@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cht.memory import release_free_memory
 from cht.sessionlog import as_session
 from cht.transcribe.model import Decoded, SpeechModel, window_s
 
@@ -105,6 +106,7 @@ class SpeechEngine:
                 with self.cond:
                     self._busy -= 1
                     self.cond.notify_all()
+                release_free_memory()  # the decode's buffers, kept by glibc otherwise (cht.memory)
 
     def _next_job(self) -> _Batch | _Steps | None:
         """The next batch of final chunks, fairly gathered; else the oldest step request and
