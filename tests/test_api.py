@@ -20,7 +20,8 @@ def test_start_list_capture_stop_and_sigterm_over_http(tmp_path, capsys):
     cht = Cht(tmp_path / "data")
     src = make_media(tmp_path / "talk.mp4", 30, size="320x180", gop=15)
     port = free_port()
-    server = cht.start("serve", "--port", str(port), "--token", TOKEN)
+    cht.env["CHT_TOKEN"] = TOKEN  # as --token, but not visible to other users in `ps`
+    server = cht.start("serve", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:

@@ -340,7 +340,7 @@ def record(
     no_ui: bool = NO_UI,
     host: str = UI_HOST_OPTION,
     port: int = UI_PORT_OPTION,
-    token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHT_TOKEN", help="Web UI token (default: generated when exposed)."),
     attach: bool = typer.Option(False, "--attach", help="No SOURCE: analyse the session `cht ingest` records."),
     timeout: str = typer.Option("30s", "--timeout", help="--attach: how long to wait for the ingest's session."),
     on_segment: Optional[str] = ON_SEGMENT,
@@ -396,7 +396,7 @@ def ingest(
     no_ui: bool = NO_UI,
     host: str = UI_HOST_OPTION,
     port: int = UI_PORT_OPTION,
-    token: Optional[str] = typer.Option(None, "--token", help="Token for the relay and the web UI "
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHT_TOKEN", help="Token for the relay and the web UI "
                                         "(default: generated when either is exposed)."),
     retain: Optional[str] = typer.Option(None, "--retain", help="Hourly, delete sessions last written longer ago "
                                          "(e.g. 30d; see `cht prune`)."),
@@ -479,7 +479,7 @@ def follow(
     no_ui: bool = NO_UI,
     host: str = UI_HOST_OPTION,
     port: int = UI_PORT_OPTION,
-    token: Optional[str] = typer.Option(None, "--token", help="Web UI token (default: generated when exposed)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHT_TOKEN", help="Web UI token (default: generated when exposed)."),
     queue: Optional[str] = QUEUE,
     queue_creds: Optional[Path] = QUEUE_CREDS,
 ) -> None:
@@ -790,7 +790,7 @@ def _serve(only: str | None, host: str, port: int, token: str | None) -> None:
 def serve(
     host: str = typer.Option(UI_HOST, "--host", help="Address (beyond loopback a token is required)."),
     port: int = typer.Option(UI_PORT, "--port", min=1, max=65535),
-    token: Optional[str] = typer.Option(None, "--token", help="Token (default: generated when exposed)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHT_TOKEN", help="Token (default: generated when exposed)."),
 ) -> None:
     _serve(None, host, port, token)
 
@@ -800,7 +800,7 @@ def open_session(
     session_id: str = typer.Argument(..., metavar="ID"),
     host: str = typer.Option(UI_HOST, "--host"),
     port: int = typer.Option(UI_PORT, "--port", min=1, max=65535),
-    token: Optional[str] = typer.Option(None, "--token"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHT_TOKEN"),
 ) -> None:
     Session.open(State.data_dir, session_id)
     _serve(session_id, host, port, token)
