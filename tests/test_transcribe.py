@@ -1,7 +1,8 @@
 """Live transcription with the real model and real speech (beckett.wav at known offsets).
 
 Shows what the transcription issue asks: words at their true global times, nothing
-duplicated or lost around a recorder kill, the last phrase kept on stop, one chunk at a time
+duplicated or lost around a recorder kill (phrase after phrase between kills: the chaos
+kill loop), the last phrase kept on stop, one chunk at a time
 with the lag reported, and `cht transcribe` finishing a session offline.
 """
 
@@ -39,23 +40,6 @@ def lecture(tmp_path_factory):
     return path, truth
 
 
-def phrases(truth):
-    return [truth[i:i + PHRASE_WORDS] for i in range(0, len(truth), PHRASE_WORDS)]
-
-
-def test_three_phrases_recorded_live_at_their_true_times(cht: Cht, lecture):
-    src, truth = lecture
-    result = cht.run("record", str(src), "--session", "three", "--language", "en", timeout=120)
-    assert result.returncode == 0, result.stderr
-    heard = transcript_words(cht.session_dir("three"))
-    for n, phrase in enumerate(phrases(truth)):
-        found = match(phrase, heard)
-        hits = [i for i, js in found.items() if js]
-        assert len(hits) >= PHRASE_WORDS - 1, f"phrase {n + 1}: heard {heard}"
-    index = json.loads((cht.session_dir("three") / "transcript" / "index.json").read_text())
-    assert index["complete"] and index["words"] == len(heard)
-
-
 def test_recorder_killed_mid_phrase_loses_only_the_outage(cht: Cht, lecture):
     src, truth = lecture
     proc = cht.start("record", str(src), "--session", "killed", "--language", "en")
@@ -84,6 +68,8 @@ def test_recorder_killed_mid_phrase_loses_only_the_outage(cht: Cht, lecture):
     clear = [i for i, (_, s, e) in enumerate(truth) if e < gap["start"] - 1.0 or s > gap["end"] + 1.0]
     missing = [truth[i] for i in clear if not found[i]]
     assert len(missing) <= 1, (missing, heard)
+    index = json.loads((cht.session_dir("killed") / "transcript" / "index.json").read_text())
+    assert index["complete"] and index["words"] == len(heard)
 
 
 def test_stop_right_after_speech_keeps_the_last_phrase(cht: Cht, tmp_path):
