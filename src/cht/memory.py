@@ -2,10 +2,10 @@
 
 A decode allocates tens of MiB of buffers and frees them; glibc keeps freed memory in its
 heaps for reuse, so the process's RSS ratchets up to the largest decode so far (a longer
-window, a bigger batch) and stays there: over a 30-minute soak that read as a creep of
-~20 MiB/h, and in bench/model_memory.py as 200 → 283 MiB. `malloc_trim` returns those free
-pages; called at most every TRIM_EVERY_S after a decode it costs nothing measurable and RSS
-stays at what is in use. Elsewhere than glibc (musl, macOS) it does nothing.
+window, a bigger batch) and stays there: a 30-minute soak read it as a creep of 14–23 MiB/h
+(2 MiB/h trimmed), bench/model_memory.py as 283–390 MiB against 188 trimmed. `malloc_trim`
+returns those free pages; called at most every TRIM_EVERY_S after a decode it cost nothing
+measurable, and RSS stays at what is in use. Elsewhere than glibc (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ MARGIN_S = 0.5  # a phrase is clear of an outage when this far from its window
 PERIOD_S = 18.0  # one phrase (beckett.wav: 8.3 s of speech) every 18 s: ~8 s of pause after it
 KILL_AFTER_S = (BEFORE_S + MARGIN_S + 0.2, BEFORE_S + MARGIN_S + 0.7)  # s after a phrase ends
 MIN_CHECKED = 0.8  # share of the phrases spoken that must be clear of every outage
-WARM_S = 300.0  # the RSS slope is also given from this far in (the model's buffers at their high-water mark)
+WARM_S = 300.0  # the RSS slope is also given from this far in: apart from the start's growth
 
 
 def talk(path: Path, seconds: float) -> list[tuple[str, float, float]]:
@@ -221,8 +221,7 @@ def assert_clean(report: Report) -> None:
 
 def rss_slope(samples: list[tuple[float, float]], after: float = 60.0) -> float | None:
     """Least-squares slope of RSS over time, MiB per hour, from `after` s on (the first minute
-    loads the models; until the longest window has been decoded the speech model's buffers
-    still grow to their high-water mark: bench/model_memory.py)."""
+    loads the models)."""
     points = [(t, m) for t, m in samples if t >= after]
     if len(points) < 3:
         return None
