@@ -279,10 +279,10 @@ def test_relay_plays_and_a_stalled_viewer_never_delays_the_recorder(cht: Cht, tm
 
         viewer = threading.Thread(target=watch)
         viewer.start()
-        recorded = []
-        for _ in range(5):  # the service counts complete fragments once a second: sample every 2 s
-            time.sleep(2.0)
-            recorded.append(ingest.status()["channels"][0]["recorded_bytes"])
+        recorded = []  # (monotonic s, bytes): the service counts complete fragments once a second
+        for _ in range(20):
+            time.sleep(0.5)
+            recorded.append((time.monotonic(), ingest.status()["channels"][0]["recorded_bytes"]))
         viewer.join(30)
     finally:
         client.join(60)
@@ -290,7 +290,12 @@ def test_relay_plays_and_a_stalled_viewer_never_delays_the_recorder(cht: Cht, tm
         code, err = ingest.stop()
     assert code == 0, err
     assert len(decoded) >= 150  # ffplay's demuxer (PyAV = libavformat) plays the relay
-    assert all(b > a for a, b in zip(recorded, recorded[1:])), str(recorded)  # recording never stalled
+    # Recording never stalled: a viewer that blocked it would stop it for good. The longest
+    # stretch without a new fragment counted stays under 4 s (under the full suite on a 2-core VM,
+    # samples 2 s apart once saw the same count twice, then a double step).
+    grew = [t for (t, b), (_, a) in zip(recorded[1:], recorded) if b > a]
+    flat = max(b - a for a, b in zip([recorded[0][0], *grew], [*grew, recorded[-1][0]]))
+    assert len(grew) >= 4 and flat < 4.0, recorded
     assert "too slow: dropped" in ingest.log()
     (session_id,) = cht.sessions()
     manifest = cht.manifest(session_id)
