@@ -34,46 +34,70 @@ def words(text: str, start: float = 0.0, step: float = 0.4) -> list[Word]:
             for i, w in enumerate(text.split())]
 
 
+def heard(text: str, start: float = 0.0) -> tuple[list[Word], float]:
+    """A step's hypothesis and where its audio ended (just after its last word)."""
+    ws = words(text, start)
+    return ws, ws[-1].end + 0.2
+
+
 def texts(ws: list[Word]) -> str:
     return " ".join(w.word.strip() for w in ws)
 
 
 def test_words_are_committed_when_two_consecutive_hypotheses_agree():
     agreement = LocalAgreement()
-    assert agreement.insert(words("And so my")) == []  # nothing to agree with yet
-    assert texts(agreement.insert(words("And so, my fellow"))) == "And so, my"  # punctuation aside
+    assert agreement.insert(*heard("And so my")) == []  # nothing to agree with yet
+    assert texts(agreement.insert(*heard("And so, my fellow"))) == "And so, my"  # punctuation aside
     assert texts(agreement.pending) == "fellow"
-    assert texts(agreement.insert(words("And so my fellow Americans"))) == "fellow"
+    assert texts(agreement.insert(*heard("And so my fellow Americans"))) == "fellow"
     # The unsure last word changed ("Americans" / "American"): it waits for the next decode.
-    assert agreement.insert(words("And so my fellow American ask")) == []
-    assert texts(agreement.insert(words("And so my fellow American, ask not"))) == "American, ask"
+    assert agreement.insert(*heard("And so my fellow American ask")) == []
+    assert texts(agreement.insert(*heard("And so my fellow American, ask not"))) == "American, ask"
     assert texts(agreement.finish(words("And so my fellow American, ask not what"))) == "not what"
     assert agreement.pending == []
 
 
 def test_a_committed_word_is_never_committed_again_after_the_buffer_was_trimmed():
     agreement = LocalAgreement()
-    agreement.insert(words("ask not what your country"))
-    assert texts(agreement.insert(words("ask not what your country can"))) == "ask not what your country"
+    agreement.insert(*heard("ask not what your country"))
+    assert texts(agreement.insert(*heard("ask not what your country can"))) == "ask not what your country"
     # The buffer now starts at "country" (cut a little early): the decode repeats it, a bit later.
-    assert texts(agreement.insert(words("country can do for you", start=1.75))) == "can"
-    assert texts(agreement.insert(words("country can do for you ask", start=1.7))) == "do for you"
+    assert texts(agreement.insert(*heard("country can do for you", start=1.75))) == "can"
+    assert texts(agreement.insert(*heard("country can do for you ask", start=1.7))) == "do for you"
     # A final decode of the same stretch commits only what is new.
     assert texts(agreement.finish(words("country can do for you ask what", start=1.7))) == "ask what"
 
 
+def test_a_word_whisper_keeps_changing_is_committed_once_enough_was_heard_after_it():
+    agreement = LocalAgreement()
+    agreement.insert(*heard("the chairman worked down"))
+    assert texts(agreement.insert(*heard("the chairman walked out and"))) == "the chairman"
+    # A third version of the next word: agreement alone would wait on.
+    assert agreement.insert(*heard("worked down to the river", start=0.8)) == []
+    # This decode heard 2 s after "walked" (ends 1.1 s; audio to 4.3 s), a word the model is
+    # fairly sure of: committed with what follows it up to 2 s before the audio's end.
+    sure = words("walked down to the river with two of his colleagues", start=0.8)
+    assert texts(agreement.insert(sure, 4.3)) == "walked down to the"
+    # Words the model doubts wait for 3 s of audio after them.
+    agreement = LocalAgreement()
+    doubted = [Word(w.start, w.end, w.word, 0.3) for w in words("with two of his colleagues")]
+    assert texts(agreement.insert(doubted, 3.5)) == "with"
+    again = [Word(w.start, w.end, w.word, 0.3) for w in words("with too of his colleagues")]
+    assert texts(agreement.insert(again, 4.2)) == "too of"
+
+
 def test_a_word_said_twice_by_the_speaker_is_kept():
     agreement = LocalAgreement()
-    agreement.insert(words("I said no"))
-    assert texts(agreement.insert(words("I said no no"))) == "I said no"
+    agreement.insert(*heard("I said no"))
+    assert texts(agreement.insert(*heard("I said no no"))) == "I said no"
     assert texts(agreement.finish(words("I said no no"))) == "no"
 
 
 def test_words_decoded_again_with_moved_times_are_not_committed_twice():
     # beckett.wav: a final decode put "Ever tried" 0.5 s later than the step that committed it.
     agreement = LocalAgreement()
-    agreement.insert(words("No matter. Ever tried"))
-    assert texts(agreement.insert(words("No matter. Ever tried."))) == "No matter. Ever tried."
+    agreement.insert(*heard("No matter. Ever tried"))
+    assert texts(agreement.insert(*heard("No matter. Ever tried."))) == "No matter. Ever tried."
     assert texts(agreement.finish(words("Ever tried. Ever failed.", start=1.55))) == "Ever failed."
 
 
@@ -178,23 +202,29 @@ def check_words(truth, heard, missing_allowed: int) -> dict[int, int]:
     return pairs
 
 
+PARAGRAPH = ("The committee met on Tuesday to discuss the budget for next year, and most of the members agreed "
+             "that the library needs a new roof, although several of them wanted to wait until the spring")
+
+
 @SLOW
 def test_continuous_speech_is_committed_within_seconds_of_each_word_end(tmp_path):
-    audio = joined([clip(JFK), beckett().astype(np.float32) / 32768, clip(JFK)])
+    """An espeak-ng paragraph of comma-joined clauses (no pause the VAD hears), then real speech
+    joined by 0.15 s: every word committed within 5 s of its end (issue 20), none twice, at most
+    one missing or extra per clip against faster-whisper's own decode."""
+    assert shutil.which("espeak-ng"), "espeak-ng is needed: scripts/test installs it (apt-get install espeak-ng)"
+    audio = joined([espeak(PARAGRAPH, "en"), clip(JFK), beckett().astype(np.float32) / 32768])
     truth = offline_words(audio)
     written, t0, lines = transcribe(tmp_path, audio, TranscribeOptions(language="en"), live=True)
     heard = heard_words(lines)
-    pairs = check_words(truth, heard, missing_allowed=3)  # ±1 word per clip
+    pairs = check_words(truth, heard, missing_allowed=3)
     walls = [wall for wall, line in written for w in line.words if norm(w.word)]
     assert len(walls) == len(heard)
     latency = {truth[i][0] + f"@{truth[i][2]:.1f}": round(walls[j] - (t0 + truth[i][2]), 2) for i, j in pairs.items()}
-    # A sanity bound, not the benchmark (bench/transcribe.py measures latency): streaming commit
-    # broken means words wait for their chunk's end. Beckett's "ever tried, ever failed" loops
-    # at temperature 0 in a 10 s window; its final took 4.2 s with Whisper's fallback ladder and
-    # "tried" came 6.7 s late on CI; decoded again in a 15 s window instead: the worst word ~3-4 s.
-    late = {word: s for word, s in latency.items() if s > 7.0}
+    # bench/transcribe.py measures the latency; this is its bound: a word is committed when two
+    # steps agree on it or 2-3 s after it was heard (`agreement.mature`), steps come each second.
+    late = {word: s for word, s in latency.items() if s > 5.0}
     median = float(np.median(list(latency.values())))
-    assert not late and median <= 2.5, (late, f"median {median:.2f} s")
+    assert not late and median <= 3.0, (late, f"median {median:.2f} s")
     assert len([line for line in lines if line.text]) > 6, "committed piece by piece, not sentence by sentence"
 
 

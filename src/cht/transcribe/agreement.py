@@ -6,6 +6,14 @@ agree is committed, the rest waits for the next decode. A word Whisper is unsure
 one, cut off mid-syllable; one it will rewrite once the sentence goes on) changes between
 decodes and so is held back; a settled one is committed one decode after it first appears.
 
+Agreement alone stalls where Whisper keeps changing one word: on espeak's fluent paragraphs
+"walked"/"worked" or "by evening"/"I didn't even" flipped for four decodes, holding back the
+sentence after them (p95 6.2-11 s from word end to committed, bench/transcribe.py). So a word
+is also committed once the decode that has it heard `MATURE_S` of audio after it and the
+model is fairly sure of it, or `MATURE_ANY_S` whatever its probability: by then the words
+around it are settled, and the latency has a bound (p95 3.8 s on the same paragraphs, WER
+unchanged: the words below `MATURE_P` there were the wrong ones, "I" 0.37, "either" 0.08).
+
 This module is the policy alone, on global-time words, with no model and no audio: it can be
 tested with recorded hypotheses. Committed words are final and never rewritten. A decode of
 audio that partly holds committed words (the buffer is trimmed only at some commits, see
@@ -25,6 +33,16 @@ BEFORE_S = 0.25  # a word starting this long before the committed end was alread
 OVERLAP_S = 0.05  # a word matching the committed tail is that word again if it starts before the tail ends (+ this)
 MAX_OVERLAP = 5  # words of the committed tail compared with the head of a new hypothesis
 REPEAT_S = 1.0  # ... two or more of them starting within this of the committed end are a repeat
+MATURE_S = 2.0  # a word followed by this much audio in the decode that has it is committed, agreed on or not
+MATURE_P = 0.6  # ... and the model's probability for it this high
+MATURE_ANY_S = 3.0  # ... or by this much, whatever its probability
+RECENT = 40  # committed words remembered (where a trim may cut, `worker`)
+
+
+def mature(word: Word, heard_until: float) -> bool:
+    """Has the decode heard enough after this word to commit it without a second opinion?"""
+    after = heard_until - word.end
+    return after >= MATURE_S and word.p >= MATURE_P or after >= MATURE_ANY_S
 
 
 def key(word: str) -> str:
@@ -35,7 +53,7 @@ def key(word: str) -> str:
 @dataclass
 class LocalAgreement:
     committed_end: float = float("-inf")  # global end of the last committed word
-    _tail: list[Word] = field(default_factory=list)  # the last committed words (for the overlap check)
+    committed: list[Word] = field(default_factory=list)  # the last `RECENT` committed words
     _previous: list[Word] = field(default_factory=list)  # the last hypothesis beyond what is committed
 
     @property
@@ -43,13 +61,16 @@ class LocalAgreement:
         """The latest hypothesis beyond what is committed (what the page shows as a draft)."""
         return list(self._previous)
 
-    def insert(self, words: list[Word]) -> list[Word]:
-        """A new hypothesis for the uncommitted audio (global times): returns the words it
-        commits, those on which it agrees with the previous hypothesis."""
+    def insert(self, words: list[Word], heard_until: float) -> list[Word]:
+        """A new hypothesis for the uncommitted audio (global times), decoded from audio that
+        ends at global `heard_until`: returns the words it commits, those on which it agrees
+        with the previous hypothesis, then those that are `mature`."""
         fresh = self.fresh(words)
         agreed = 0
         while (agreed < len(fresh) and agreed < len(self._previous)
                and key(fresh[agreed].word) == key(self._previous[agreed].word)):
+            agreed += 1
+        while agreed < len(fresh) and mature(fresh[agreed], heard_until):
             agreed += 1
         committed, self._previous = fresh[:agreed], fresh[agreed:]
         self._commit(committed)
@@ -63,15 +84,11 @@ class LocalAgreement:
         self._commit(committed)
         return committed
 
-    def forget(self) -> None:
-        """The audio before the next hypothesis is unrelated (an outage): compare nothing with it."""
-        self._previous, self._tail = [], []
-
     def fresh(self, words: list[Word]) -> list[Word]:
         """The words of a hypothesis that are not committed yet."""
         out = [w for w in words if w.start >= self.committed_end - BEFORE_S and key(w.word)]
-        for n in range(min(MAX_OVERLAP, len(self._tail), len(out)), 0, -1):
-            tail = self._tail[-n:]
+        for n in range(min(MAX_OVERLAP, len(self.committed), len(out)), 0, -1):
+            tail = self.committed[-n:]
             # Two words or more again right after the committed end are those words decoded
             # again (their times moved: seen by 0.5 s on beckett.wav); one word must also be
             # heard where it was, for a speaker's own "no, no" starts later.
@@ -83,4 +100,4 @@ class LocalAgreement:
     def _commit(self, words: list[Word]) -> None:
         if words:
             self.committed_end = max(self.committed_end, words[-1].end)
-            self._tail = (self._tail + words)[-MAX_OVERLAP:]
+            self.committed = (self.committed + words)[-RECENT:]

@@ -58,6 +58,18 @@ class Chunk:
         k = min(ks, key=lambda i: self.probs[i])
         return self.to_global(k * WINDOW_S) if self.probs[k] < SPEECH_P else None
 
+    def softest(self, start: float, end: float) -> float:
+        """The global time of the quietest 10 ms of audio between global `start` and `end`
+        (between two words, where the VAD hears no pause: a comma in fluent speech)."""
+        frame = RATE // 100
+        a = max(0, round((start - self.start) * RATE))
+        n = max(1, (min(len(self.audio), round((end - self.start) * RATE)) - a) // frame)
+        frames = self.audio[a: a + n * frame]
+        if len(frames) < n * frame:
+            return self.to_global(a / RATE)
+        energy = np.square(frames.reshape(n, frame)).mean(axis=1)
+        return self.to_global((a + int(np.argmin(energy)) * frame + frame // 2) / RATE)
+
     def to_global(self, seconds: float) -> float:
         """Global time of a point `seconds` into the chunk's audio."""
         offset = seconds * RATE

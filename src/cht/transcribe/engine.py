@@ -150,7 +150,7 @@ class SpeechEngine:
         return steps
 
     def _run_steps(self, steps: _Steps) -> None:
-        """Greedy decodes with word times (agreement needs them), one call for all."""
+        """Decodes with word times (agreement needs them), beam `STEP_BEAM_SIZE`, one call for all."""
         began = time.perf_counter()
         decoded: list[Decoded | None] = [None] * len(steps.items)
         try:

@@ -44,6 +44,7 @@ SHORT_WINDOW_S = 5.0  # audio shorter than this is where Whisper repeats a short
 COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
 EARLY_END_S = 2.0  # audio this long after a batch window's last word is decoded again on its own
+STEP_BEAM_SIZE = 3  # steps: greedy flipped words between decodes of espeak speech ("walked"/"worked")
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
 
 
@@ -180,11 +181,12 @@ class SpeechModel:
         PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
         temperature fallback (as in a batch); a result that looks like a loop is decoded again
         with a larger window, and the audio after text that ended early on its own. A `step`
-        (a streaming decode of audio that may end mid-word) is greedy and never decoded again
+        (a streaming decode of audio that may end mid-word) has a small beam and is never decoded again
         (agreement will not commit a loop): its extra copies are dropped."""
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds, step)
-        decoded = self._decode(audio, language, frames, 1 if step else beam_size, word_timestamps, fallback=False)
+        decoded = self._decode(audio, language, frames, STEP_BEAM_SIZE if step else beam_size, word_timestamps,
+                               fallback=False)
         if step:
             decoded.words = drop_loops(decoded.words, lambda w: w.word)
             return decoded
@@ -239,7 +241,7 @@ class SpeechModel:
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                               language=language)
-        options = _batch_options(beam_size, int(10 + TOKENS_PER_S * longest))
+        options = _batch_options(STEP_BEAM_SIZE if step else beam_size, int(10 + TOKENS_PER_S * longest))
         metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE} for a in audios]
         self._batched.last_speech_timestamp = 0.0
         outputs = self._batched.forward(features, tokenizer, metadata, options)
