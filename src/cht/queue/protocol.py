@@ -26,7 +26,7 @@ class Job:
     language: str | None
     beam_size: int
     may_doubt: bool  # the session follows a language it detected: check it when the words are unsure
-    step: bool  # a streaming-commit decode (greedy, loops dropped), not a final one
+    step: bool  # a streaming-commit decode (beam 3, loops dropped), not a final one
     reply: str  # the subject its result goes to ("" for a step: it is a request)
 
 

@@ -9,10 +9,9 @@ decodes and so is held back; a settled one is committed one decode after it firs
 Agreement alone stalls where Whisper keeps changing one word: on espeak's fluent paragraphs
 "walked"/"worked" or "by evening"/"I didn't even" flipped for four decodes, holding back the
 sentence after them (p95 6.2-11 s from word end to committed, bench/transcribe.py). So a word
-is also committed once the decode that has it heard `MATURE_S` of audio after it and the
-model is fairly sure of it, or `MATURE_ANY_S` whatever its probability: by then the words
-around it are settled, and the latency has a bound (p95 3.8 s on the same paragraphs, WER
-unchanged: the words below `MATURE_P` there were the wrong ones, "I" 0.37, "either" 0.08).
+is also committed once the decode that has it heard `MATURE_S` of audio after it, if the model
+is fairly sure of it (`MATURE_P`): by then the words around it have settled. The words below
+`MATURE_P` there were the wrong ones ("I" 0.37, "either" 0.08): they wait for agreement.
 
 This module is the policy alone, on global-time words, with no model and no audio: it can be
 tested with recorded hypotheses. Committed words are final and never rewritten. A decode of
@@ -35,14 +34,13 @@ MAX_OVERLAP = 5  # words of the committed tail compared with the head of a new h
 REPEAT_S = 1.0  # ... two or more of them starting within this of the committed end are a repeat
 MATURE_S = 2.0  # a word followed by this much audio in the decode that has it is committed, agreed on or not
 MATURE_P = 0.6  # ... and the model's probability for it this high
-MATURE_ANY_S = 3.0  # ... or by this much, whatever its probability
 RECENT = 40  # committed words remembered (where a trim may cut, `worker`)
 
 
 def mature(word: Word, heard_until: float) -> bool:
     """Has the decode heard enough after this word to commit it without a second opinion?"""
     after = heard_until - word.end
-    return after >= MATURE_S and word.p >= MATURE_P or after >= MATURE_ANY_S
+    return after >= MATURE_S and word.p >= MATURE_P
 
 
 def key(word: str) -> str:

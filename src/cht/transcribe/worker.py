@@ -39,7 +39,7 @@ INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
-CONTEXT_S = 1.5  # committed speech kept before the next words when a trim finds no pause to cut in
+CONTEXT_S = 2.5  # committed speech kept before the next words when a trim finds no pause (1.5: more errors)
 STEP_NEW_S = 0.5  # seconds of new audio a step needs at least
 STEP_JITTER_S = 0.1  # audio arrives about every second, never exactly: a step due "in 1 ms" is due now
 
@@ -49,7 +49,7 @@ class TranscribeOptions:
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     step_s: float | None = 1.0  # seconds between decodes of the uncommitted audio; None: commit at chunk ends only (offline)
     max_queue_s: float = 600.0  # seconds of closed chunks waiting before feed() blocks
-    beam_size: int = 1  # greedy: as good as beam 5 on these chunks (bench), at half the cost
+    beam_size: int = 3  # live finals: greedy, one cut in mid-sentence heard "usually fall" as "you will leave for us"
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much
     live_index: bool = True  # keep transcript/index.json up to date while running
     language: str | None = None  # spoken language code; None: detected, then pinned
@@ -268,7 +268,7 @@ class Transcriber:
             self.step_busy_s += busy_s
             self.steps += 1
             words = self._words(chunk, decoded)
-            if self._unsure_language(chunk, decoded):  # shown, not agreed on: the next step is longer
+            if self._unsure_language(chunk, decoded):  # shown, not agreed on: the chunk's final decides
                 if words:
                     self.bus.publish(ev.TranscriptSegments([self._piece(chunk, words, chunk.end, decoded.language,
                                                                         final=False)], final=False))
@@ -308,10 +308,10 @@ class Transcriber:
     def _cut_in_context(self, chunk: Chunk) -> float | None:
         """Fluent speech with no pause after the committed words (espeak's commas): cut at the
         softest point between two committed words `CONTEXT_S` or more before their end. Cut
-        right before the next word, Whisper heard that word wrong ("several of them" as
-        "central m"); the words kept give it the context, and decoded again they are known
-        as committed (`LocalAgreement.fresh`). Without these cuts steps grew to 13 s, 1.4 s
-        of model time each, and committed words 6-7 s late."""
+        right before the next word, Whisper heard that word wrong, and with 1.5 s kept still
+        the phrase after it ("several of them" as "central m"); decoded again, the words kept
+        are known as committed (`LocalAgreement.fresh`). Without these cuts steps grew to 13 s,
+        1.4 s of model time each, and words were committed 6-7 s late."""
         end = self._agreement.committed_end
         words = [w for w in self._agreement.committed if w.start > chunk.start]
         for before, after in reversed(list(zip(words, words[1:]))):
@@ -329,9 +329,18 @@ class Transcriber:
         return self.may_doubt(chunk) and unsure(decoded)
 
     def _unsure_language(self, chunk: Chunk, decoded: Decoded) -> bool:
-        """A step too short for `doubts` to check its language, with words the model doubts
-        (French heard as English: "Bonjour à tous" became "1, 2, 3,"): commit nothing yet."""
-        return self.options.language is None and chunk.seconds < PIN_MIN_S and unsure(decoded)
+        """Commit nothing from a step whose words the model doubts, in a session that detected
+        its language, nor, after one long enough for `doubts` to check its language, from the
+        rest of that buffer: the chunk's final decode checks the whole phrase. French heard as
+        English became "1, 2, 3, 4" in two doubted steps in a row; the next steps, sure of
+        their words, wrote French text under the English language token."""
+        if self.options.language is not None:
+            return False
+        if unsure(decoded) and chunk.seconds >= PIN_MIN_S:
+            self._doubted = chunk.id
+        return unsure(decoded) or chunk.id == self._doubted
+
+    _doubted = -1  # the buffer (chunk id) whose language a step doubted
 
     @in_own_session
     def switch_language(self, language: str, p: float) -> bool:
