@@ -130,6 +130,31 @@ def test_real_speech_that_repeats_itself_is_not_a_loop():
         assert find_loop(text.split()) is None, text
 
 
+def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
+    """bench/rooms.py once wrote a silence line [61.15, 68.8] over a text line [61.33, 70.75]: the
+    VAD heard no speech where Whisper did, and a step had committed words past that chunk's end.
+    Here two steps agree on words up to 70.75 s, then the chunker closes 60-68.8 s as silent."""
+    from cht.transcribe.chunker import Chunk
+    from cht.transcribe.engine import SpeechEngine
+    from cht.transcribe.model import Decoded
+    from cht.transcribe.model import Word as HeardWord
+
+    transcriber = Transcriber(SpeechEngine(None), TranscriptStore(tmp_path), ev.EventBus(),
+                              TranscribeOptions(language="en"))
+    buffer = Chunk(0, np.zeros(12 * RATE, np.float32), [(0, 60.0)], True)
+    heard = Decoded([HeardWord(1.3 + i, 1.9 + i, f" word{i}", 0.9) for i in range(10)], "en", 1.0)
+    for _ in range(2):
+        transcriber._stepping = True
+        transcriber.draft_done(buffer, heard)
+    silent = Chunk(0, np.zeros(int(8.8 * RATE), np.float32), [(0, 60.0)], False)
+    transcriber._enqueue(silent)
+    transcriber.take()
+    transcriber.complete(silent, None, 0.0)
+    transcriber._flush_silence()
+    spans = sorted(line.span for line in TranscriptStore(tmp_path).read())
+    assert spans and all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
+
+
 # -- with the real model: continuous speech, cuts, languages --
 
 SLOW = pytest.mark.slow

@@ -397,7 +397,10 @@ class Transcriber:
             span[2] = chunk.end
         else:
             self._flush_silence()
-            self._silence = [0, self._span_start(chunk), chunk.end]
+            # The VAD can miss fluent speech Whisper hears: a step may have committed words in
+            # this "silent" chunk's audio. Its line starts after them (or is not written).
+            start = max(self._span_start(chunk), min(self._final_end, chunk.end))
+            self._silence = [0, start, chunk.end] if start < chunk.end else None
             self._piece_end = None
         self._final_end = max(self._final_end, chunk.end)
         if self._closing:
