@@ -57,7 +57,6 @@ Relay = Callable[[bytes], None]
 
 log = logging.getLogger("cht.lifecycle")
 
-MAX_LEAD_WAIT_S = 5.0  # seconds a restarted file run waits at most for the wall to reach its keyframe
 END_TOLERANCE_S = 0.1  # seconds: a file run that would start this close to the end has ended
 RESERVE_BYTES = 1 << 20  # kept free for the final manifest when the disk fills up
 MAX_QUICK_FAILURES = 3  # a file run that dies this often without media in a row ends the session
@@ -207,12 +206,6 @@ class Lifecycle:
             if offset is None:
                 return False
             metadata[META_GLOBAL_START] = f"{self._file_origin + offset:.3f}"
-            ahead = offset - (now - self._file_started_wall)
-            if self._runs and not self.options.fast and ahead > 0:
-                # The file is the clock: its next keyframe plays when a live stream would reach
-                # it. Started at once, each restart ran up to a keyframe interval ahead of the
-                # wall, and the lead grew from kill to kill (+3 s after five in the kill loop).
-                time.sleep(min(ahead, MAX_LEAD_WAIT_S))
         elif (origin := self._origin()) is not None:
             metadata[META_ORIGIN] = f"{origin:.3f}"
         run = Run(int(metadata[META_RUN]), self.session.next_segment_index(), metadata)
