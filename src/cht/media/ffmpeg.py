@@ -47,8 +47,7 @@ def recorder_args(
     the same packets also go to stdout as MPEG-TS, flushed packet by packet, for live viewers.
     Segments are flushed packet by packet too (`flush_packets=1`): left to ffmpeg's 32 KiB
     write buffer, a slide lecture's 1 s fragments reached the disk ~6 at a time, so every
-    follower (transcript, scenes, the page) ran 6 s behind, and a kill -9 of the recorder
-    could lose what sat in that buffer rather than at most the fragment being written.
+    follower (transcript, scenes, the page) ran 6 s behind and a kill -9 lost up to 6 s.
     """
     meta: list[str] = []
     for key, value in metadata.items():
