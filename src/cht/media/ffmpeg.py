@@ -45,9 +45,6 @@ def recorder_args(
     each file restarts its timestamps at 0 and carries `metadata` (run number, where the run
     sits on the global clock), so the manifest can be rebuilt from the files. With `relay`,
     the same packets also go to stdout as MPEG-TS, flushed packet by packet, for live viewers.
-    Segments are flushed packet by packet too (`flush_packets=1`): left to ffmpeg's 32 KiB
-    write buffer, a slide lecture's 1 s fragments reached the disk ~6 at a time, so every
-    follower (transcript, scenes, the page) ran 6 s behind and a kill -9 lost up to 6 s.
     """
     meta: list[str] = []
     for key, value in metadata.items():
@@ -62,7 +59,7 @@ def recorder_args(
         "-segment_time", f"{max_segment_s:g}",
         "-segment_format", "mp4",
         "-segment_format_options",
-        f"movflags={FMP4_FLAGS}:frag_duration={int(fragment_s * 1_000_000)}:flush_packets=1",
+        f"movflags={FMP4_FLAGS}:frag_duration={int(fragment_s * 1_000_000)}",
         "-reset_timestamps", "1",
         "-segment_start_number", str(start_number),
         str(segments_dir / SEGMENT_PATTERN),
