@@ -10,7 +10,7 @@ import pytest
 
 from cht import events as ev
 from cht.config import RecordOptions
-from cht.lifecycle import Lifecycle
+from cht.lifecycle import DATING_S, Lifecycle, Run
 from cht.record.sources import parse_source
 from cht.session import Session
 from conftest import make_media, wait_for
@@ -53,3 +53,18 @@ def test_events_of_a_recording_with_a_recorder_death(tmp_path):
     assert manifest.state == "stopped" and len(manifest.gaps) == 1
     assert bus.since(seen[-3].seq) == seen[-2:]
     assert not session.is_recording()
+
+
+def test_a_run_seen_in_the_middle_of_a_write_is_dated_by_its_tightest_look():
+    """A listener probes its client's first seconds and writes them at once; a look in the
+    middle of that write saw 2 of 4 s (CI, 2026-11-30). Later looks bound it tighter."""
+    run, came = Run(1, 1, {}), 1000.0
+    assert not run.look(2.021, came + 4.007, ended=False)  # half of the probed 4 s written
+    assert not run.look(4.0, came + 4.25, ended=False)  # the rest landed
+    assert not run.look(4.0, came + 4.5, ended=False)
+    assert run.first_media_at is None and run.being_dated
+    assert run.look(5.0, came + 4.007 + DATING_S, ended=False)  # watched long enough: dated
+    assert run.first_media_at == pytest.approx(came + 0.25)
+    ended = Run(2, 2, {})
+    assert ended.look(3.0, came + 3.1, ended=True) and ended.first_media_at == pytest.approx(came + 0.1)
+

@@ -9,8 +9,8 @@ next run into the next segment, and the outage becomes a gap. Everything that ha
 published as a typed event on the bus; nothing here knows about a terminal or a browser.
 
 The global clock: global time 0 is the session's first media. A live source's run starts at
-the wall-clock distance of its first media from that origin (noted when its first fragment
-lands), so the time a listener waits for its next client is a gap too. For a file played at real pace, the file *is* the clock: a new run seeks
+the wall-clock distance of its first media from that origin (dated from when its fragments
+land, see `Run.look`), so the time a listener waits for its next client is a gap too. For a file played at real pace, the file *is* the clock: a new run seeks
 to where a live stream would be by now (its next keyframe); with `--fast` it resumes where
 the last run ended.
 """
@@ -60,6 +60,7 @@ log = logging.getLogger("cht.lifecycle")
 END_TOLERANCE_S = 0.1  # seconds: a file run that would start this close to the end has ended
 RESERVE_BYTES = 1 << 20  # kept free for the final manifest when the disk fills up
 MAX_QUICK_FAILURES = 3  # a file run that dies this often without media in a row ends the session
+DATING_S = 2.0  # seconds a new run's landing fragments are watched before its start is fixed
 
 
 class Run:
@@ -69,9 +70,34 @@ class Run:
         self.number = number
         self.first_index = first_index
         self.metadata = metadata
-        self.first_media_at: float | None = None  # epoch s, once its first fragment has landed
+        self.first_media_at: float | None = None  # epoch s its first media came, once dated for good
+        self.earliest: float | None = None  # the tightest bound on that so far
+        self._watched_since: float | None = None
         self.recorder: Recorder | None = None
         self.handled = False  # its exit has been dealt with
+
+    def look(self, landed: float, now: float, ended: bool) -> bool:
+        """One look at the run's first segment: `landed` s of media in complete fragments at
+        epoch `now`. True when this look dates the run for good.
+
+        Media that has landed by `now` and lasts `landed` s began by `now - landed` (a live
+        source sends no faster than real time), so each look bounds the start and the tightest
+        bound is kept. Landing lags arrival: a listener probes its input for up to 5 s and then
+        writes it all at once, and one look in the middle of that write saw half of it (CI,
+        2026-11-30: a 3 s outage came out as 0.15 s). So a run is watched for `DATING_S`, at
+        each watchdog wake, or to its end."""
+        bound = now - landed
+        self.earliest = bound if self.earliest is None else min(self.earliest, bound)
+        if self._watched_since is None:
+            self._watched_since = now
+        if ended or now - self._watched_since >= DATING_S:
+            self.first_media_at = round(self.earliest, 3)
+            return True
+        return False
+
+    @property
+    def being_dated(self) -> bool:
+        return self.earliest is not None and self.first_media_at is None
 
 
 class Lifecycle:
@@ -176,6 +202,7 @@ class Lifecycle:
             if not run.handled:
                 run.handled = True
                 self._finalize_run(run)
+            self._refresh()  # the last run dated for good: the next is placed after it
             self._restart("client reconnected")
 
     def status(self) -> dict:
@@ -310,6 +337,9 @@ class Lifecycle:
                 if time.monotonic() >= next_tick:
                     next_tick = max(next_tick + self.options.tick_s, time.monotonic())
                     self._tick()
+                elif self._runs[-1].being_dated:
+                    with self._lock:
+                        self._refresh()  # look at a new run's landing fragments at each wake
             except Exception:  # the watchdog must outlive any bug in one tick
                 log.exception("lifecycle tick failed")
 
@@ -401,10 +431,13 @@ class Lifecycle:
             run = self._run_for(index)
             if run is None:
                 continue
-            if run.first_media_at is None and scan.fragments:
-                self._note_first_media(run, scan.duration)
+            if run.first_media_at is None and index == run.first_index and scan.fragments:
+                self._look_at_first_media(run, scan.duration)
+            if run.first_media_at is None and META_ORIGIN in run.metadata:
+                continue  # a later live run joins the timeline once its start is dated
+            first_media_at = run.earliest if run.first_media_at is None else run.first_media_at
             fact = segment_facts(str(scan.path.relative_to(self.session.root)), index, scan, run.metadata,
-                                 run.first_media_at)
+                                 first_media_at)
             if fact is not None:
                 facts.append(fact)
         self.bytes = total
@@ -422,10 +455,10 @@ class Lifecycle:
             if self._went_live or len(self.manifest.segments) > 1:
                 self._save_manifest()
 
-    def _note_first_media(self, run: Run, seconds_landed: float) -> None:
-        """The run's first fragment just landed holding `seconds_landed` of live media, so its
-        first sample arrived that long ago (to within one watchdog interval)."""
-        run.first_media_at = round(time.time() - seconds_landed, 3)
+    def _look_at_first_media(self, run: Run, seconds_landed: float) -> None:
+        """Date the run by what has landed now; note the date once it is for good."""
+        if not run.look(seconds_landed, time.time(), ended=not run.recorder.alive()):
+            return
         try:
             self.session.write_run_note(run.number, run.first_media_at)
         except OSError as exc:
