@@ -15,6 +15,7 @@ import time
 import av
 import pytest
 
+from cht.media.fmp4 import Fmp4Scan
 from conftest import Cht, decode_fully, descendants, make_media, recorder_pid, still_running, wait_for
 
 pytestmark = pytest.mark.slow
@@ -175,7 +176,13 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     proc = cht.start("demo", "--session", "demo")
     wait_for(lambda: (cht.session_dir("demo") / "manifest.json").exists(), 60, what="demo start")
     live = time.monotonic()
-    time.sleep(10)
+    landed = []  # (monotonic s, complete fragments on disk), sampled twice a second
+    segment = cht.session_dir("demo") / "segments" / "seg_00000.mp4"
+    while time.monotonic() - live < 10:
+        time.sleep(0.5)
+        scan = Fmp4Scan(segment)
+        scan.update()
+        landed.append((time.monotonic(), scan.fragments))
     below = descendants(proc.pid)
     assert len(below) >= 2, f"the demo generator and the recorder run below cht: {below}"
     code, out, err = Cht.stop(proc, signal.SIGINT)
@@ -187,6 +194,11 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     # The manifest appears once the first fragment has landed, up to a few seconds after the
     # first media on a loaded machine (measured 2.2 s late in a full suite under load).
     assert 8.0 <= manifest["duration"] <= elapsed + 4.0, (manifest["duration"], elapsed)
+    # Each 1 s fragment is on disk as soon as it is complete, not when ffmpeg's 32 KiB write
+    # buffer fills: buffered, a slide lecture's fragments landed ~6 at a time, and everything
+    # that follows the files (transcript, scenes, the page) was 6 s late.
+    grew = [t for (t, n), (_, before) in zip(landed[1:], landed) if n > before]
+    assert len(grew) >= 6 and max(b - a for a, b in zip(grew, grew[1:])) < 2.6, landed
     counts = decode_fully(cht.session_dir("demo") / manifest["segments"][0]["file"])
     assert counts["video"] > 150 and counts["audio"] > 100
     # The demo gives every later stage something real: slide changes and speech.
