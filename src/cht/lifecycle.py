@@ -223,7 +223,7 @@ class Lifecycle:
         now = round(time.time(), 3)
         metadata = {META_RUN: str(self._next_run_number()), META_STARTED_AT: f"{now:.3f}",
                     META_SOURCE: self.manifest.source}
-        offset = 0.0
+        offset, not_before = 0.0, 0.0
         if self.source.kind == "file":
             if not self._runs:
                 origin = self._origin()  # appending: the pause since the last segment is a gap
@@ -233,6 +233,11 @@ class Lifecycle:
             if offset is None:
                 return False
             metadata[META_GLOBAL_START] = f"{self._file_origin + offset:.3f}"
+            if not self.options.fast:
+                # The file is the clock: its keyframe plays when a live stream would reach it.
+                # Started at once, each restart ran up to a keyframe interval ahead of the wall,
+                # and the lead grew from kill to kill (+3 s after five in the kill loop).
+                not_before = self._file_started_wall + offset
         elif (origin := self._origin()) is not None:
             metadata[META_ORIGIN] = f"{origin:.3f}"
         run = Run(int(metadata[META_RUN]), self.session.next_segment_index(), metadata)
@@ -246,13 +251,9 @@ class Lifecycle:
             max_segment_s=self.options.max_segment_s,
             fragment_s=self.options.fragment_s,
             relay=self._relay is not None,
-            # A file played at pace keeps the buffered writes: resumed after a kill at its next
-            # keyframe it runs ahead of the wall, and the buffered tail a kill loses hid that
-            # lead; flushed, the kill loop's clock drifted 3 s ahead in five kills (bench/README).
-            flush=self.source.kind != "file",
         )
         run.recorder = Recorder(args, run=run.number, log_path=self.session.recorder_log_path,
-                                stdin_fed=self.source.stdin_fed, stdout_sink=self._relay)
+                                stdin_fed=self.source.stdin_fed, stdout_sink=self._relay, not_before=not_before)
         log.info("starting run %d (%s) into segment %d", run.number, reason, run.first_index)
         run.recorder.start()
         if self._feed is not None and run.recorder.stdin is not None:

@@ -37,7 +37,6 @@ def recorder_args(
     max_segment_s: float,
     fragment_s: float,
     relay: bool = False,
-    flush: bool = False,
 ) -> list[str]:
     """ffmpeg arguments that record one input (stream copy unless `codec_args` say otherwise)
     into numbered fMP4 segments.
@@ -46,9 +45,9 @@ def recorder_args(
     each file restarts its timestamps at 0 and carries `metadata` (run number, where the run
     sits on the global clock), so the manifest can be rebuilt from the files. With `relay`,
     the same packets also go to stdout as MPEG-TS, flushed packet by packet, for live viewers.
-    With `flush`, segments are flushed packet by packet too: left to ffmpeg's 32 KiB write
-    buffer, a slide lecture's 1 s fragments reached the disk ~6 at a time, so everything that
-    follows the files (transcript, scenes, the page) ran 6 s behind a live source.
+    Segments are flushed packet by packet too: left to ffmpeg's 32 KiB write buffer, a slide
+    lecture's 1 s fragments reached the disk ~6 at a time, so everything that follows the
+    files (transcript, scenes, the page) ran 6 s behind, and a kill -9 lost those 6 s.
     """
     meta: list[str] = []
     for key, value in metadata.items():
@@ -63,7 +62,7 @@ def recorder_args(
         "-segment_time", f"{max_segment_s:g}",
         "-segment_format", "mp4",
         "-segment_format_options",
-        f"movflags={FMP4_FLAGS}:frag_duration={int(fragment_s * 1_000_000)}" + (":flush_packets=1" if flush else ""),
+        f"movflags={FMP4_FLAGS}:frag_duration={int(fragment_s * 1_000_000)}:flush_packets=1",
         "-reset_timestamps", "1",
         "-segment_start_number", str(start_number),
         str(segments_dir / SEGMENT_PATTERN),

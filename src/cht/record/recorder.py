@@ -24,30 +24,36 @@ log = logging.getLogger("cht.recorder")
 _ERROR_WORDS = ("error", "failed", "refused", "invalid", "no such", "denied", "unable")
 
 
-# The child sets its parent-death signal itself and then execs the command: no preexec_fn.
+# The child sets its parent-death signal itself, waits until its start time if it has one,
+# and then execs the command: no preexec_fn.
 # For a preexec_fn, Python runs PyOS_AfterFork_Child in the forked child, which frees the
 # other threads' thread-locals there; a PyAV reformatter kept by the follower's decoding
 # thread is among them, and its destructor waits on a condition variable of a slice thread
 # the child does not have, so the fork never returned and the recorder was never restarted
 # (seen in `bench/soak.py`, 2026-11-29).
-_EXEC_WITH_PDEATHSIG = ("import ctypes, os, sys; ctypes.CDLL(None).prctl(1, int(sys.argv[1]))  # PR_SET_PDEATHSIG\n"
-                        "os.execvp(sys.argv[2], sys.argv[2:])")
+_EXEC_WITH_PDEATHSIG = ("import ctypes, os, signal, sys, time\n"
+                        "signal.signal(signal.SIGINT, signal.SIG_DFL)  # stopped while it waits: no traceback\n"
+                        "ctypes.CDLL(None).prctl(1, int(sys.argv[1]))  # PR_SET_PDEATHSIG\n"
+                        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+                        "os.execvp(sys.argv[3], sys.argv[3:])")
 
 
-def die_with_parent(args: list[str], sig: int = signal.SIGINT) -> list[str]:
+def die_with_parent(args: list[str], sig: int = signal.SIGINT, not_before: float = 0.0) -> list[str]:
     """`args` run so that the process gets `sig` when cht dies (even by kill -9): the same
-    pid, the command line of the wrapper holds `args`, then exec makes it `args`.
+    pid, the command line of the wrapper holds `args`, then exec makes it `args`, at epoch
+    `not_before` at the earliest (the process is there, and can be stopped, meanwhile).
 
     Best effort for a graceful end: the kernel sends the signal again each time the child is
     handed to another of cht's dying threads, and a second SIGINT makes ffmpeg abandon its
     last fragment (at most `fragment_s` of media, which `cht rebuild` then cuts off)."""
-    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(int(sig)), *args]
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(int(sig)), f"{not_before:.3f}", *args]
 
 
 class Recorder:
     def __init__(self, args: list[str], *, run: int, log_path: Path, stdin_fed: bool = False,
-                 stdout_sink: Callable[[bytes], None] | None = None) -> None:
+                 stdout_sink: Callable[[bytes], None] | None = None, not_before: float = 0.0) -> None:
         self.args = args
+        self._not_before = not_before  # epoch s ffmpeg starts at the earliest (a paced file's keyframe)
         self._stdout_sink = stdout_sink  # gets what ffmpeg writes to stdout (a live relay)
         self.run = run
         self._log_path = log_path
@@ -62,7 +68,7 @@ class Recorder:
             log_file.flush()
             self._log_offset = log_file.tell()
             self._proc = subprocess.Popen(
-                die_with_parent(self.args),
+                die_with_parent(self.args, not_before=self._not_before),
                 stdin=subprocess.PIPE if self._stdin_fed else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self._stdout_sink else subprocess.DEVNULL,
                 stderr=log_file,

@@ -62,7 +62,7 @@ class Source:
     def input_args(self, *, offset: float = 0.0, paced: bool = True) -> list[str]:
         """ffmpeg input arguments; `offset` seeks a file, `paced` plays it at real speed."""
         if self.kind == "file":
-            pace = ["-readrate", "1"] if paced else []
+            pace = ["-readrate", "1", "-readrate_initial_burst", "0"] if paced else []  # live: no burst ahead
             return ["-nostdin", *pace, "-ss", f"{offset:.3f}", "-i", self.spec]
         if self.kind == "demo":
             return ["-f", "mpegts", "-analyzeduration", "1000000", "-i", "pipe:0"]
