@@ -25,8 +25,8 @@ from speech import make_speech_video, match, same_word, transcript_words
 BEFORE_S = 1.6  # seconds a gap may start before the kill: the 1 s fragment in progress, the
 #                 ~0.3 s until ffmpeg writes a finished fragment, the 0.25 s watchdog tick of the clock
 AFTER_S = 2.0  # seconds a gap may end after the new recorder ran: the file resumes at its next
-#               keyframe (1 s apart), ffmpeg's -readrate reads 0.5 s ahead, the clock's tick
-#               (the 20-minute soak measured up to 1.6 s)
+#               keyframe (1 s apart; the run waits for the wall to reach it), the clock's tick
+#               (the 20-minute soak measured up to 1.6 s, before that wait)
 MARGIN_S = 0.5  # a phrase is clear of an outage when this far from its window
 PERIOD_S = 18.0  # one phrase (beckett.wav: 8.3 s of speech) every 18 s: ~8 s of pause after it
 KILL_AFTER_S = (BEFORE_S + MARGIN_S + 0.2, BEFORE_S + MARGIN_S + 0.7)  # s after a phrase ends
