@@ -13,7 +13,6 @@ decode as the engine does (there at most every 10 s).
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
@@ -24,15 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "chaos")]
 
-from kill_loop import rss_mib as process_rss_mib  # noqa: E402
+from conftest import rss_mib  # noqa: E402
 from speech import beckett, model_dir  # noqa: E402
 
 from cht.memory import release_free_memory  # noqa: E402
 from cht.transcribe.model import SpeechModel  # noqa: E402
-
-
-def rss_mib() -> float:
-    return process_rss_mib(os.getpid())
 
 WINDOWS_S = (2, 5, 10, 15, 25)
 BATCHES = (2, 4, 8)

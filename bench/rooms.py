@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cht.control import request  # noqa: E402
 from cht.errors import SessionError  # noqa: E402
 from cht.media.ffmpeg import ffmpeg_exe  # noqa: E402
+from conftest import rss_mib  # noqa: E402
 from synthetic import lecture, render  # noqa: E402
 
 PARAGRAPHS = [
@@ -150,14 +151,15 @@ def cpu_s(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all below it (one that just ended counts 0)."""
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += rss_mib(p)
+        except OSError:
+            pass
+    return total
 
 
 class Watch:
@@ -233,7 +235,7 @@ def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak")
             for channel in status.get("channels", []):
                 if channel.get("session") and channel.get("transcript_lag") is not None:
                     lags[channel["session"]] = max(lags.get(channel["session"], 0.0), channel["transcript_lag"])
-        peak_rss = max(peak_rss, sum(rss_mib(p) for p in tree(service.pid)))
+        peak_rss = max(peak_rss, tree_rss_mib(service.pid))
         if ended_at is None and all(p.poll() is not None for p in pushes):
             ended_at = now
             cpu_media = cpu_s(tree(service.pid)) - cpu0

@@ -3,16 +3,9 @@ otherwise leave RSS at the largest one so far (bench/model_memory.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from cht.memory import release_free_memory
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from conftest import rss_mib
 
 
 def test_freed_heap_memory_is_handed_back_and_not_more_often_than_asked():

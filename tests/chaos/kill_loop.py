@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import Cht, decode_fully, recorder_pid, wait_for
+from conftest import Cht, decode_fully, recorder_pid, rss_mib, wait_for
 from speech import make_speech_video, match, same_word, transcript_words
 
 BEFORE_S = 1.6  # seconds a gap may start before the kill: the 1 s fragment in progress, the
@@ -70,13 +70,6 @@ class Report:
 
 def phrase_spans(truth: list, phrase_words: int) -> list[tuple[float, float]]:
     return [(truth[i][1], truth[i + phrase_words - 1][2]) for i in range(0, len(truth), phrase_words)]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run(cht: Cht, src: Path, truth: list, phrase_words: int, seconds: float, seed: int,

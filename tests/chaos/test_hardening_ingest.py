@@ -20,7 +20,7 @@ import pytest
 
 from cht.watch import service_answers
 from cht.media.ffmpeg import ffmpeg_exe
-from conftest import Cht, children, make_media, wait_for
+from conftest import Cht, children, make_media, rss_mib, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +61,6 @@ def rtmp_handshake(sock: socket.socket) -> None:
 
 def chunk_header(csid: int, length: int, mtype: int) -> bytes:
     return bytes([csid]) + bytes(3) + length.to_bytes(3, "big") + bytes([mtype]) + bytes(4)
-
-
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory now (VmRSS) or at its peak (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field}")
 
 
 def test_an_rtmp_flood_before_the_key_is_checked_stays_small(cht: Cht):

@@ -18,7 +18,7 @@ from cht.errors import SessionError
 from cht.media.ffmpeg import ffmpeg_exe
 from cht.session import Session
 from cht.transcribe.engine import SpeechEngine
-from kill_loop import rss_mib
+from conftest import rss_mib
 from speech import SlowModel, beckett_words, engine, live_recording, match, speech_wav, transcript_words
 
 pytestmark = pytest.mark.slow
