@@ -14,7 +14,7 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up] [--language en|detect]
 
 To measure the policy before streaming commits: run the same script with PYTHONPATH pointing
 at an older checkout's src/ (`--old` labels its rows).
@@ -109,16 +109,16 @@ def offline_reference(model_dir: Path, audio: np.ndarray) -> tuple[list[dict], f
     return [w for w in words if w["word"]], time.perf_counter() - began
 
 
-def options(live: bool) -> TranscribeOptions:
+def options(live: bool, language: str | None) -> TranscribeOptions:
     names = {f.name for f in fields(TranscribeOptions)}
     if live:
-        return TranscribeOptions(language="en")
+        return TranscribeOptions(language=language)
     from cht.offline import OFFLINE_TRANSCRIBE
 
-    return TranscribeOptions(**{**{k: getattr(OFFLINE_TRANSCRIBE, k) for k in names}, "language": "en"})
+    return TranscribeOptions(**{**{k: getattr(OFFLINE_TRANSCRIBE, k) for k in names}, "language": language})
 
 
-def run(engine: SpeechEngine, audio: np.ndarray, live: bool):
+def run(engine: SpeechEngine, audio: np.ndarray, live: bool, language: str | None = "en"):
     """Feed the programme (real pace when `live`); return final events with wall times,
     the transcriber, the wall time of global 0, wall seconds and process CPU seconds."""
     bus = ev.EventBus()
@@ -128,7 +128,7 @@ def run(engine: SpeechEngine, audio: np.ndarray, live: bool):
     step = RATE
     tmp = Path(tempfile.mkdtemp())
     try:
-        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(live))
+        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(live, language))
         transcriber.start()
         cpu0, t0 = time.process_time(), time.monotonic()
         for i in range(0, len(pcm), step):
@@ -169,7 +169,10 @@ def main() -> None:
     parser.add_argument("--programmes", default="pause-rich,continuous,synthetic")
     parser.add_argument("--runs", default="live,catch-up")
     parser.add_argument("--old", action="store_true", help="label rows as the old policy (PYTHONPATH=old src)")
+    parser.add_argument("--language", default="en",
+                        help="the session's language, or 'detect' to let the model find it (what cht does unpinned)")
     opts = parser.parse_args()
+    language = None if opts.language == "detect" else opts.language
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
     engine = SpeechEngine(SpeechModel(model_dir))
     label = "old policy" if opts.old else "cht"
@@ -188,10 +191,11 @@ def main() -> None:
         for kind in opts.runs.split(","):
             live = kind == "live"
             print(f"  {kind}...", file=sys.stderr)
-            seen, transcriber, t0, wall, cpu, lines = run(engine, audio, live)
+            seen, transcriber, t0, wall, cpu, lines = run(engine, audio, live, language)
             lat = latencies(reference, seen, t0) if live else []
             text = normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
-            rows.append((name, f"{label} {kind}", f"{pct(lat, 50):.2f}" if live else "",
+            rows.append((name, f"{label} {kind}" + (" (language detected)" if language is None else ""),
+                         f"{pct(lat, 50):.2f}" if live else "",
                          f"{pct(lat, 95):.2f}" if live else "", f"{transcriber.busy_s / seconds:.3f}",
                          f"{cpu / seconds:.3f}", f"{wall:.1f}", f"{jiwer.wer(ref_text, text):.1%}",
                          f"{jiwer.wer(human, text):.1%}"))
