@@ -14,7 +14,10 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up] [--language en|detect]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up] [--language en|detect] [--tile N]
+
+`--tile N` plays each programme N times back to back: a catch-up of a 45-65 s programme is
+mostly its first and last window, a session's backlog is minutes long.
 
 To measure the policy before streaming commits: run the same script with PYTHONPATH pointing
 at an older checkout's src/ (`--old` labels its rows).
@@ -80,7 +83,12 @@ def espeak(text: str, voice: str = "en") -> np.ndarray:
         return decode_audio(str(wav))
 
 
-def programme(name: str) -> tuple[np.ndarray, str]:
+def programme(name: str, tile: int = 1) -> tuple[np.ndarray, str]:
+    audio, human = _programme(name)
+    return np.concatenate([audio] * tile), " ".join([human] * tile)
+
+
+def _programme(name: str) -> tuple[np.ndarray, str]:
     if name == "synthetic":
         parts = [(espeak(p), p) for p in PARAGRAPHS]
         gap, repeat, lead = 0.15, 1, 0.5
@@ -171,6 +179,7 @@ def main() -> None:
     parser.add_argument("--old", action="store_true", help="label rows as the old policy (PYTHONPATH=old src)")
     parser.add_argument("--language", default="en",
                         help="the session's language, or 'detect' to let the model find it (what cht does unpinned)")
+    parser.add_argument("--tile", type=int, default=1, help="play each programme this many times back to back")
     opts = parser.parse_args()
     language = None if opts.language == "detect" else opts.language
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
@@ -181,7 +190,7 @@ def main() -> None:
         if name == "synthetic" and not shutil.which("espeak-ng"):
             print("synthetic: espeak-ng is not installed, skipped", file=sys.stderr)
             continue
-        audio, human = programme(name)
+        audio, human = programme(name, opts.tile)
         seconds = len(audio) / RATE
         print(f"{name}: {seconds:.1f} s; offline reference...", file=sys.stderr)
         reference, offline_s = offline_reference(model_dir, audio)

@@ -24,11 +24,13 @@ from cht.transcribe.offline import finish_index
 from cht.transcribe.store import TRANSCRIPT
 from cht.transcribe.worker import TranscribeOptions
 
-# Catch-up: no one waits, so no steps; chunks of 18-28 s all get the 30 s window Whisper was
-# trained on, so the engine batches them (one window size per batch), greedy like live (bench:
-# beam 5 cost twice as much for no better words); the repeat guard catches the loops long
-# windows invite.
-OFFLINE_POLICY = ChunkPolicy(min_s=18.0, max_s=28.0, pause_s=0.3)
+# Catch-up: no one waits, so no steps; chunks of 12-18 s get 15-20 s windows, which cost the
+# encoder half as much per audio second as the 30 s window Whisper was trained on (2 cores,
+# int8: 0.42 s for 20 s, 1.21 s for 30 s), so the engine batches them (one window size per
+# batch), greedy like live (bench: beam 5 cost twice as much for no better words); the repeat
+# guard catches the loops long windows invite. 12-18 s against 18-28 s (bench/README): 12.4x
+# against 8.1x real time on 134 s of espeak lecture, 12.1x against 10.9x on 196 s of real clips.
+OFFLINE_POLICY = ChunkPolicy(min_s=12.0, max_s=18.0, pause_s=0.3)
 OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=1,
                                        live_index=False)
 
