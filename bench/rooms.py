@@ -14,7 +14,7 @@ peak RSS, each room's largest transcript lag, and how long after the media ended
 word was committed (a room that "fell behind for good" keeps a growing lag: its drain is long).
 
     apt-get install -y espeak-ng && pip install -e '.[bench]'
-    python bench/rooms.py [--rooms 1,2,4,6,8] [--minutes 3]
+    python bench/rooms.py [--rooms 1,2,4,6,8] [--minutes 3] [--stages transcript,...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -189,6 +189,10 @@ class Watch:
     def latencies(self) -> list[float]:
         return [seen - (self.origin + end) for end, seen in self.seen.values()] if self.origin else []
 
+    def timeline(self) -> list[tuple[float, float]]:
+        """(word end on the room's clock, its latency), in order: when in the lecture words waited."""
+        return sorted((end, seen - (self.origin + end)) for end, seen in self.seen.values()) if self.origin else []
+
 
 def _unlocked(root: Path) -> bool:
     """No process holds the session's analysis lock: its transcript is final."""
@@ -197,12 +201,13 @@ def _unlocked(root: Path) -> bool:
     return not lock_held(root / ".analysis.lock")
 
 
-def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak") -> dict:
+def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak", stages: str | None = None) -> dict:
     media = [room_media(k, seconds, video, folder, kind) for k in range(n)]
     data = folder / f"data{n}"
     ports = [free_port() for _ in range(n)]
     args = [sys.executable, "-m", "cht.cli", "--data-dir", str(data), "ingest", "--no-ui", "--no-relay",
-            "--language", "en", "--grace", "2s", *[a for p in ports for a in ("--listen", f"tcp://127.0.0.1:{p}")]]
+            "--language", "en", "--grace", "2s", *(["--stages", stages] if stages else []),
+            *[a for p in ports for a in ("--listen", f"tcp://127.0.0.1:{p}")]]
     service = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (data / "ingest.sock").exists():
@@ -249,6 +254,7 @@ def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak")
     service.send_signal(signal.SIGINT)
     service.wait(300)
     per_room = [w.latencies() for w in watches.values()]
+    (folder / f"latencies-{n}-rooms.json").write_text(json.dumps({k: w.timeline() for k, w in watches.items()}))
     every = sorted(x for room in per_room for x in room)
 
     def pct(values: list[float], q: float) -> float:
@@ -267,9 +273,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", default="1,2,4,6,8", help="room counts to run, comma-separated")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each room's lecture")
-    parser.add_argument("--keep", type=Path, help="keep the media and sessions in this folder")
+    parser.add_argument("--keep", type=Path, help="keep the media, sessions and each word's latency "
+                        "(latencies-N-rooms.json) in this folder")
     parser.add_argument("--speech", choices=sorted(SPEECH), default="espeak",
                         help="espeak: synthetic paragraphs with no pause; real: jfk.flac and beckett.wav back to back")
+    parser.add_argument("--stages", help="only these analysis stages (cht ingest --stages; default: all)")
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,10 +287,10 @@ def main() -> None:
         video = render(spec, folder / "lecture.mp4", rate=25, audio=False)
         rows = []
         for n in (int(x) for x in args.rooms.split(",")):
-            row = run(n, seconds, video, folder, args.speech)
+            row = run(n, seconds, video, folder, args.speech, args.stages)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
+    print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, stages {args.stages or 'all'}, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
     print("| rooms | words | committed latency median / p95 s | worst room p95 s | max lag s | "
           "last word after media end s | CPU % (200 = both cores) | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")

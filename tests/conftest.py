@@ -77,11 +77,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
 
 
 def rss_mib(pid: int | str = "self", field: str = "VmRSS") -> float:
-    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MiB."""
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MiB. A process that
+    has ended has no memory lines left (a zombie): ProcessLookupError, as for one that is gone."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for process {pid}")
+    raise ProcessLookupError(f"no {field} for process {pid}: it has ended")
 
 
 def listening(port: int, udp: bool = False) -> bool:

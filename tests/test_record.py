@@ -208,3 +208,14 @@ def test_demo_records_for_ten_seconds_and_stops_on_sigint(cht: Cht):
     assert max(wave["data"]) > 20
     info = cht.run("info", "demo")
     assert info.returncode == 0 and "stopped" in info.stdout
+
+
+def test_stages_picks_what_runs(cht: Cht, tmp_path):
+    """`--stages waveform`: the waveform is drawn; no keyframes, no slide text, no transcript."""
+    src = make_media(tmp_path / "short.mp4", 4.0)
+    result = cht.run("record", str(src), "--fast", "--no-ui", "--session", "picked", "--stages", "waveform")
+    assert result.returncode == 0, result.stderr
+    root = cht.session_dir("picked")
+    assert json.loads((root / "audio" / "waveform.json").read_text())["length"] >= 3 * 100
+    made = {p.name for p in root.iterdir()}
+    assert not made & {"frames", "frames.jsonl", "ocr.jsonl", "transcript", "transcript.jsonl", "speakers"}, made

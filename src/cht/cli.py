@@ -64,6 +64,8 @@ MIN_SCENE = typer.Option("2s", "--min-scene", help="Changes closer than this to 
 MODEL = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (default: Whisper base).")
 LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect).")
 NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
+STAGES = typer.Option(None, "--stages", help="Only these stages, comma-separated, of scenes,waveform,transcript,"
+                      "ocr,speakers (default: all; the fewer, the sooner the rest on a busy machine).")
 QUEUE = typer.Option(None, "--queue", envvar="CHT_QUEUE", metavar="URL",
                      help="Transcribe on `cht worker`s through this NATS server (nats://HOST:4222; "
                           "credentials in the URL or CHT_QUEUE are never printed).")
@@ -120,7 +122,8 @@ def _queue(url: str | None, creds: Path | None) -> None:
 
 def _stage_config(*, analyze: bool, transcribe: bool, model: Path | None, language: str | None,
                   min_scene: str = "2s", stages: tuple[str, ...] | None = None):
-    """The stages to run and what they need; the model is loaded only when a transcript is wanted."""
+    """The stages to run (None: what --no-analyze/--no-transcribe leave) and what they need;
+    the model is loaded only when a transcript is wanted."""
     from cht.stages import ALL, StageConfig
     from cht.transcribe.model import check_language
     from cht.transcribe.worker import TranscribeOptions
@@ -131,6 +134,17 @@ def _stage_config(*, analyze: bool, transcribe: bool, model: Path | None, langua
         stages = tuple(n for n in ALL if analyze and (transcribe or n not in ("transcript", "speakers")))
     engine = _load_engine(model) if "transcript" in stages else None
     return stages, StageConfig(scenes=scene_options, engine=engine, transcribe=TranscribeOptions(language=language))
+
+
+def _chosen_stages(text: str | None, *, analyze: bool, transcribe: bool) -> tuple[str, ...] | None:
+    """`--stages`, checked before anything starts; None: the default stages."""
+    from cht.stages import parse_stages
+
+    if text is None:
+        return None
+    if not (analyze and transcribe):
+        raise SessionError("--stages names every stage to run: give it or --no-analyze/--no-transcribe, not both")
+    return parse_stages(text)
 
 
 @dataclass
@@ -144,7 +158,8 @@ class UiOptions:
 def _record(source_spec: str, *, session_id: str | None, append: bool, fast: bool,
             max_segment: str, min_free: str, analyze: bool = True, min_scene: str = "2s",
             transcribe: bool = True, model: Path | None = None, language: str | None = None,
-            ui: UiOptions | None = None, on_segment: str | None = None) -> int:
+            ui: UiOptions | None = None, on_segment: str | None = None,
+            stages: tuple[str, ...] | None = None) -> int:
     from cht.hooks import parse_command
 
     hook_argv = parse_command(on_segment) if on_segment is not None else None
@@ -171,7 +186,7 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
             append_to = session.rebuild()
     _check_free_space(data_dir, options.min_free_bytes)
     stages, config = _stage_config(analyze=analyze, transcribe=transcribe, model=model, language=language,
-                                   min_scene=min_scene)
+                                   min_scene=min_scene, stages=stages)
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
@@ -196,12 +211,12 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
 
 
 def _attach(*, timeout: float, analyze: bool, min_scene: str, transcribe: bool, model: Path | None,
-            language: str | None, ui: UiOptions | None) -> int:
+            language: str | None, ui: UiOptions | None, stages: tuple[str, ...] | None = None) -> int:
     """`cht record --attach`: the session the ingest service records, analysed here."""
     from cht.watch import WatchedSession, wait_for_session
 
     stages, config = _stage_config(analyze=analyze, transcribe=transcribe, model=model, language=language,
-                                   min_scene=min_scene)
+                                   min_scene=min_scene, stages=stages)
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
@@ -335,6 +350,7 @@ def record(
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, no waveform."),
     min_scene: str = MIN_SCENE,
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcript (`cht transcribe` later)."),
+    stages: Optional[str] = STAGES,
     model: Optional[Path] = MODEL,
     language: Optional[str] = LANGUAGE,
     no_ui: bool = NO_UI,
@@ -355,14 +371,16 @@ def record(
                                "the ingest service names the session")
         raise typer.Exit(_attach(timeout=_parsed(parse_duration, timeout), analyze=not no_analyze,
                                  min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                                 ui=ui))
+                                 ui=ui, stages=_chosen_stages(stages, analyze=not no_analyze,
+                                                              transcribe=not no_transcribe)))
     if source is None:
         raise SessionError("record needs a SOURCE (a file, a URL, a listener, 'screen' or 'demo'), "
                            "or --attach to analyse what `cht ingest` records")
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
                              min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                             ui=ui, on_segment=on_segment))
+                             ui=ui, on_segment=on_segment,
+                             stages=_chosen_stages(stages, analyze=not no_analyze, transcribe=not no_transcribe)))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
@@ -390,6 +408,7 @@ def ingest(
     no_relay: bool = typer.Option(False, "--no-relay", help="No live MPEG-TS relay for viewers."),
     no_analyze: bool = typer.Option(False, "--no-analyze", help="Only record: no keyframes, waveform or transcript."),
     no_transcribe: bool = typer.Option(False, "--no-transcribe", help="No live transcripts (`cht transcribe` later)."),
+    stages: Optional[str] = STAGES,
     min_scene: str = MIN_SCENE,
     model: Optional[Path] = MODEL,
     language: Optional[str] = LANGUAGE,
@@ -409,6 +428,7 @@ def ingest(
     from cht.config import IngestOptions
 
     _queue(queue, queue_creds)
+    stages = _chosen_stages(stages, analyze=not no_analyze, transcribe=not no_transcribe)
     from cht.ingest.endpoints import parse_endpoint
     from cht.ingest.relay import Relay
     from cht.ingest.service import LOG, IngestService
@@ -443,7 +463,7 @@ def ingest(
     try:
         _log_to(err, State.data_dir / LOG)
         stages, config = _stage_config(analyze=not no_analyze, transcribe=not no_transcribe, model=model,
-                                       language=language, min_scene=min_scene)
+                                       language=language, min_scene=min_scene, stages=stages)
     except BaseException:
         service.release()
         raise
