@@ -171,8 +171,8 @@ def joined_pcm(items: Iterable[VideoSample | PcmChunk], max_s: float = JOIN_PCM_
     """The decoder's items with its audio frames (21 ms of AAC each) joined while they follow
     each other: a fragment's second of audio reaches a stage at once. Fed frame by frame, the
     transcript's step fired on a fragment's first frame and decoded the rest a second later
-    (one room through `cht ingest`: committed median 6.0 s, against 3.1 s for the same audio
-    fed a second at a time)."""
+    (one room through `cht ingest`: committed median 5.0-5.6 s before, 4.2-4.3 s after;
+    bench/README, Rooms)."""
     held: list[PcmChunk] = []
     end = 0.0
     for item in items:

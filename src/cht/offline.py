@@ -28,8 +28,9 @@ from cht.transcribe.worker import TranscribeOptions
 # encoder half as much per audio second as the 30 s window Whisper was trained on (2 cores,
 # int8: 0.42 s for 20 s, 1.21 s for 30 s), so the engine batches them (one window size per
 # batch), greedy like live (bench: beam 5 cost twice as much for no better words); the repeat
-# guard catches the loops long windows invite. 12-18 s against 18-28 s (bench/README): 12.4x
-# against 8.1x real time on 134 s of espeak lecture, 12.1x against 10.9x on 196 s of real clips.
+# guard catches the loops long windows invite. 12-18 s (with each window encoded on its own)
+# against 18-28 s: 12.2x against 8.0x real time on 126 s of espeak paragraphs, 12.9x against
+# 12.6x on 196 s of real clips (bench/README, `bench/transcribe.py --runs catch-up --tile 3`).
 OFFLINE_POLICY = ChunkPolicy(min_s=12.0, max_s=18.0, pause_s=0.3)
 OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=1,
                                        live_index=False)
