@@ -65,7 +65,7 @@ MODEL = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (def
 LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect).")
 NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
 STAGES = typer.Option(None, "--stages", help="Only these stages, comma-separated, of scenes,waveform,transcript,"
-                      "ocr,speakers (default: all; the fewer, the sooner the rest on a busy machine).")
+                      "ocr,speakers (default: all).")
 QUEUE = typer.Option(None, "--queue", envvar="CHT_QUEUE", metavar="URL",
                      help="Transcribe on `cht worker`s through this NATS server (nats://HOST:4222; "
                           "credentials in the URL or CHT_QUEUE are never printed).")
