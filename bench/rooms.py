@@ -187,7 +187,7 @@ class Watch:
                 self.seen.setdefault((round(w["start"], 3), w["word"]), (w["end"], now))
 
     def latencies(self) -> list[float]:
-        return [seen - (self.origin + end) for end, seen in self.seen.values()] if self.origin else []
+        return [latency for _, latency in self.timeline()]
 
     def timeline(self) -> list[tuple[float, float]]:
         """(word end on the room's clock, its latency), in order: when in the lecture words waited."""

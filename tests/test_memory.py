@@ -3,7 +3,6 @@ otherwise leave RSS at the largest one so far (bench/model_memory.py)."""
 
 from __future__ import annotations
 
-
 from cht.memory import release_free_memory
 from conftest import rss_mib
 

@@ -365,22 +365,21 @@ def record(
 ) -> None:
     _queue(queue, queue_creds)
     ui = UiOptions(not no_ui, host, port, token)
+    picked = _chosen_stages(stages, analyze=not no_analyze, transcribe=not no_transcribe)
     if attach:
         if source is not None or session_id is not None or append:
             raise SessionError("--attach records no SOURCE of its own and takes no --session/--append: "
                                "the ingest service names the session")
         raise typer.Exit(_attach(timeout=_parsed(parse_duration, timeout), analyze=not no_analyze,
                                  min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                                 ui=ui, stages=_chosen_stages(stages, analyze=not no_analyze,
-                                                              transcribe=not no_transcribe)))
+                                 ui=ui, stages=picked))
     if source is None:
         raise SessionError("record needs a SOURCE (a file, a URL, a listener, 'screen' or 'demo'), "
                            "or --attach to analyse what `cht ingest` records")
     raise typer.Exit(_record(source, session_id=session_id, append=append, fast=fast,
                              max_segment=max_segment, min_free=min_free, analyze=not no_analyze,
                              min_scene=min_scene, transcribe=not no_transcribe, model=model, language=language,
-                             ui=ui, on_segment=on_segment,
-                             stages=_chosen_stages(stages, analyze=not no_analyze, transcribe=not no_transcribe)))
+                             ui=ui, on_segment=on_segment, stages=picked))
 
 
 @app.command(help="Record the built-in live source (test pattern + real speech) until Ctrl-C.")
