@@ -72,17 +72,34 @@ def test_a_word_whisper_keeps_changing_is_committed_once_enough_was_heard_after_
     agreement = LocalAgreement()
     agreement.insert(*heard("the chairman worked down"))
     assert texts(agreement.insert(*heard("the chairman walked out and"))) == "the chairman"
-    # A third version of the next word: agreement alone would wait on.
+    # A third version of the next word, and of the words after it: agreement alone would wait on.
     assert agreement.insert(*heard("worked down to the river", start=0.8)) == []
     # This decode heard 2 s after "walked" (ends 1.1 s; audio to 4.3 s), a word the model is
     # fairly sure of: committed with what follows it up to 2 s before the audio's end.
-    sure = words("walked down to the river with two of his colleagues", start=0.8)
-    assert texts(agreement.insert(sure, 4.3)) == "walked down to the"
+    sure = words("walked down by the river with two of his colleagues", start=0.8)
+    assert texts(agreement.insert(sure, 4.3)) == "walked down by the"
     # Words the model doubts wait for a second decode that agrees, however much was heard.
     agreement = LocalAgreement()
     doubted = [Word(w.start, w.end, w.word, 0.3) for w in words("with two of his colleagues")]
     assert agreement.insert(doubted, 6.0) == []
     assert texts(agreement.insert(doubted, 6.5)) == "with two of his colleagues"
+
+
+def test_a_word_heard_two_ways_between_agreeing_words_is_settled_by_the_surer_decode():
+    # Two steps of the espeak paragraph in the continuous-speech test below (probabilities as heard).
+    def step(heard: str) -> list[Word]:
+        return [Word(2.7 + 0.4 * i, 3.0 + 0.4 * i, f" {w.split('/')[0]}", float(w.split('/')[1]))
+                for i, w in enumerate(heard.split())]
+
+    agreement = LocalAgreement()
+    assert agreement.insert(step("the/0.47 budget/0.94 for/0.99 next/0.98 year/1.0 and/0.47"), 5.0) == []
+    committed = agreement.insert(step("a/0.32 budget/0.95 for/0.99 next/0.98 year,/1.0 and/0.99 most/1.0"), 6.0)
+    assert texts(committed) == "the budget for next year, and"
+    assert committed[0].p == 0.47
+    # A word heard two ways at the end of what both decodes heard waits: nothing after it agrees yet.
+    agreement = LocalAgreement()
+    agreement.insert(step("the/0.9 budget/0.9 for/0.9 next/0.3"), 4.0)
+    assert texts(agreement.insert(step("the/0.9 budget/0.9 for/0.9 text/0.4 year/0.9"), 4.5)) == "the budget for"
 
 
 def test_a_word_said_twice_by_the_speaker_is_kept():

@@ -21,7 +21,8 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import BatchedInferencePipeline, TranscriptionOptions, get_compression_ratio
+from faster_whisper.transcribe import (BatchedInferencePipeline, TranscriptionOptions, get_compression_ratio,
+                                      get_suppressed_tokens)
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
@@ -45,6 +46,11 @@ COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repea
 SAMPLE_RATE = 16_000
 EARLY_END_S = 2.0  # audio this long after a batch window's last word is decoded again on its own
 STEP_BEAM_SIZE = 3  # steps: greedy flipped words between decodes of espeak speech ("walked"/"worked")
+STEP_FIRST_WORD_S = 1.0  # a step's first word starts within this of its buffer's start (faster-whisper's default)
+NO_SPEECH_P = 0.6  # a step the model thinks silent (and whose text it doubts, `LOW_LOGPROB`) has no words
+LOW_LOGPROB = -1.0
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # faster-whisper's: punctuation kept with the word after it
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # ... and with the word before it
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
 
 
@@ -183,13 +189,11 @@ class SpeechModel:
         with a larger window, and the audio after text that ended early on its own. A `step`
         (a streaming decode of audio that may end mid-word) has a small beam and is never decoded again
         (agreement will not commit a loop): its extra copies are dropped."""
-        seconds = len(audio) / SAMPLE_RATE
-        frames = _window_frames(seconds, step)
-        decoded = self._decode(audio, language, frames, STEP_BEAM_SIZE if step else beam_size, word_timestamps,
-                               fallback=False)
         if step:
-            decoded.words = drop_loops(decoded.words, lambda w: w.word)
-            return decoded
+            return self._steps([audio], language)[0]
+        seconds = len(audio) / SAMPLE_RATE
+        frames = _window_frames(seconds)
+        decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
         if _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, frames, beam_size, word_timestamps)
         return self._with_the_rest(audio, decoded, beam_size)
@@ -234,14 +238,16 @@ class SpeechModel:
         window of espeak paragraphs lost 18 % of its words (bench/transcribe.py, catch-up). A window whose result
         looks like a loop is decoded again on its own with the full window (steps: its extra
         copies are dropped, see `transcribe`)."""
+        if step:
+            return self._steps(audios, language)
         if len(audios) == 1:
-            return [self.transcribe(audios[0], language=language, beam_size=beam_size, step=step)]
+            return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
-        frames = self._model.encode_frames = _window_frames(longest, step)
+        frames = self._model.encode_frames = _window_frames(longest)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                               language=language)
-        options = _batch_options(STEP_BEAM_SIZE if step else beam_size, int(10 + TOKENS_PER_S * longest))
+        options = _batch_options(beam_size, int(10 + TOKENS_PER_S * longest))
         metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE} for a in audios]
         self._batched.last_speech_timestamp = 0.0
         outputs = self._batched.forward(features, tokenizer, metadata, options)
@@ -250,9 +256,7 @@ class SpeechModel:
             words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
                      for segment in segments for w in segment.get("words") or []]
             words = [w for w in words if w.word.strip()]
-            if step:
-                results.append(Decoded(drop_loops(words, lambda w: w.word), language, 1.0))
-            elif not words:  # nothing at all: as a window alone
+            if not words:  # nothing at all: as a window alone
                 results.append(self.transcribe(audio, language=language, beam_size=beam_size))
             else:
                 decoded = Decoded(words, language, 1.0)
@@ -260,6 +264,58 @@ class SpeechModel:
                     decoded = self._again(audio, language, frames, beam_size, True)
                 results.append(self._with_the_rest(audio, decoded, beam_size))
         return results
+
+    def _steps(self, audios: list[np.ndarray], language: str | None) -> list[Decoded]:
+        """Streaming decodes (audio that may end mid-word), each window in one pass: one
+        encode, one beam search, every token kept. faster-whisper's own loop drops a last
+        segment that has no closing timestamp (as a step's often has) and decodes that audio
+        again: a 6 s step took 1.27 s that way and 0.68 s in one pass, and its second pass
+        made up words ("I breathed out of the...") that then had to be outvoted. Several
+        windows (rooms) share one batch; `language` None (one window): detected first.
+        Loops are only dropped: agreement will not commit them, the chunk's final decode
+        checks its whole text."""
+        whisper = self._model
+        seconds = [len(a) / SAMPLE_RATE for a in audios]
+        whisper.encode_frames = _window_frames(max(seconds), step=True)
+        frames = [len(a) // whisper.feature_extractor.hop_length for a in audios]
+        features = np.stack([pad_or_trim(whisper.feature_extractor(a)[..., :n]) for a, n in zip(audios, frames)])
+        encoded = whisper.encode(features)
+        language_p = 1.0
+        if language is None:
+            (token, language_p), *_ = whisper.model.detect_language(encoded)[0]
+            language = token[2:-2]
+        tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
+                              language=language)
+        prompt = whisper.get_prompt(tokenizer, [], without_timestamps=False)
+        results = whisper.model.generate(
+            encoded, [prompt] * len(audios), beam_size=STEP_BEAM_SIZE, patience=1, length_penalty=1,
+            max_length=len(prompt) + int(10 + TOKENS_PER_S * max(seconds)), return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=round(STEP_FIRST_WORD_S / whisper.time_precision))
+        segments = [self._step_segments(tokenizer, result, n, s) for result, n, s in zip(results, frames, seconds)]
+        if any(segments):
+            whisper.add_word_timestamps(segments, tokenizer, encoded, frames, PREPEND_PUNCTUATIONS,
+                                        APPEND_PUNCTUATIONS, 0.0)
+        decoded = []
+        for window in segments:
+            words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
+                     for segment in window for w in segment.get("words") or [] if w["word"].strip()]
+            decoded.append(Decoded(drop_loops(words, lambda w: w.word), language, float(language_p)))
+        return decoded
+
+    def _step_segments(self, tokenizer: Tokenizer, result, frames: int, seconds: float) -> list[dict]:
+        """A step's tokens cut at its timestamps, the unfinished last segment kept (it ends
+        with the audio); none when the model hears no speech and doubts its text."""
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper recovers it
+        if result.no_speech_prob > NO_SPEECH_P and avg_logprob < LOW_LOGPROB:
+            return []
+        segments, _, _ = self._model._split_segments_by_timestamps(tokenizer, tokens, 0.0, frames, seconds, 0)
+        kept = sum(len(segment["tokens"]) for segment in segments)
+        if any(token < tokenizer.eot for token in tokens[kept:]):
+            start = segments[-1]["end"] if segments else 0.0
+            segments.append(dict(seek=0, start=start, end=seconds, tokens=tokens[kept:]))
+        return segments
 
     def _with_the_rest(self, audio: np.ndarray, decoded: Decoded, beam_size: int) -> Decoded:
         """A window whose text ended early, with the rest of its audio decoded on its own.
@@ -345,7 +401,7 @@ def _batch_options(beam_size: int, max_new_tokens: int) -> TranscriptionOptions:
         compression_ratio_threshold=2.4, condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
         temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True, suppress_tokens=[-1],
         without_timestamps=False, max_initial_timestamp=0.0, word_timestamps=True,
-        prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
+        prepend_punctuations=PREPEND_PUNCTUATIONS, append_punctuations=APPEND_PUNCTUATIONS,
         multilingual=False, max_new_tokens=max_new_tokens, clip_timestamps="0",
         hallucination_silence_threshold=None, hotwords=None,
     )
