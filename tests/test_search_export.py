@@ -158,6 +158,36 @@ def test_the_exact_phrase_ranks_above_scattered_words_and_odd_queries_are_safe(t
     assert index.search("") == []
 
 
+def test_a_phrase_said_across_two_committed_lines_is_found_live_and_after_a_reindex(tmp_path):
+    """The live transcript commits a few words at a time (a line may end mid-sentence): the
+    index joins lines into sentences, so "fail better" is found though "Fail" and "better."
+    were written 1.3 s apart, and its hit points at "Fail"."""
+    from cht.transcribe.store import Word
+
+    def line(i: int, start: float, text: str, step: float = 0.35) -> TranscriptLine:
+        words = [Word(round(start + k * step, 2), round(start + k * step + 0.3, 2), f" {w}", 0.9)
+                 for k, w in enumerate(text.split())]
+        return TranscriptLine(i, start, words[-1].end, text, words, [start, words[-1].end])
+
+    said = [line(0, 20.7, "Ask what you"), line(1, 21.94, "can do for your country."), line(2, 23.58, "ever"),
+            line(3, 24.54, "tried ever"), line(4, 26.08, "failed ever"), line(5, 27.0, "No matter, try again."),
+            line(6, 29.79, "Fail again."), line(7, 31.19, "Fail"), line(8, 32.5, "better."),
+            line(9, 36.0, "after a pause")]
+    live, rebuilt = SearchIndex(tmp_path / "live"), SearchIndex(tmp_path / "rebuilt")
+    for piece in said:
+        live.add("s", [piece], started=time.time(), source="test")
+    rebuilt.replace_session("s", said, started=time.time(), source="test")
+    for index in (live, rebuilt):
+        hits = index.search('"fail better"')
+        assert [(h.text, h.t) for h in hits] == [("Fail better.", 31.19)]
+        assert [h.text for h in index.search('"your country"')] == ["Ask what you can do for your country."]
+        assert [h.text for h in index.search('"ever failed"')] == ["ever tried ever failed ever No matter, try again."]
+        assert sorted(h.text for h in index.search("fail")) == ["Fail again.", "Fail better."]
+        assert [h.text for h in index.search("pause")] == ["after a pause"]  # 3.2 s later: a row of its own
+    live.add("s", [said[8]], source="test")  # a line added twice is not joined twice
+    assert [h.text for h in live.search("better")] == ["Fail better."]
+
+
 def test_search_cli_and_a_deleted_index_loses_nothing(spoken: Cht):
     for query in ['"fail better"', "", '"', "-", "*", "fail*", "Fäil"]:
         result = spoken.run("search", query)

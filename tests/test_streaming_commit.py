@@ -117,6 +117,21 @@ def test_words_decoded_again_with_moved_times_are_not_committed_twice():
     assert texts(agreement.finish(words("Ever tried. Ever failed.", start=1.55))) == "Ever failed."
 
 
+def test_the_last_committed_word_decoded_again_later_than_it_was_is_not_committed_twice():
+    # A final decode put "again" 0.45 s after where the step that committed it heard it, past
+    # the committed end; the word before it ("Try") was heard where it was.
+    agreement = LocalAgreement()
+    agreement.insert(*heard("No matter. Try again."))
+    assert texts(agreement.insert(*heard("No matter. Try again. Fail"))) == "No matter. Try again."
+    final = words("matter. Try", start=0.4) + words("again. Fail again.", start=1.65)
+    assert texts(agreement.finish(final)) == "Fail again."
+    # The speaker saying it twice is kept: the word before the new one is the committed one.
+    agreement = LocalAgreement()
+    agreement.insert(*heard("I said no"))
+    agreement.insert(*heard("I said no"))
+    assert texts(agreement.finish(words("I said no", start=0) + words("no", start=1.5))) == "no"
+
+
 def test_a_sentence_written_twice_back_to_back_is_a_loop_and_kept_once():
     sentence = "we choose to go to the moon in this decade and do the other".split()
     looped = sentence + sentence + ["not", "because"]

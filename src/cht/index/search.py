@@ -5,6 +5,11 @@ sessions' `transcript.jsonl` and `ocr.jsonl`). Slide text is its own kind (`slid
 whether the words were said or shown. While recording, final lines are added as they are written,
 so a phrase is searchable a moment after it is transcribed. Several processes may write at
 once (two recordings, a reindex): WAL mode and a busy timeout let SQLite serialise them.
+
+A live transcript is committed a few words at a time, so a line may end mid-sentence ("Fail" |
+"better."): a row of the index is a sentence, not a line. A line that follows on from a row
+ending mid-sentence is joined to it, as it is added live and when a session is reindexed alike;
+a phrase said across two lines is found, and its hit says when its first word was said.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from cht.transcribe.store import TranscriptLine
 
 INDEX_FILE = "index.sqlite"
 SCHEMA_VERSION = 1
+JOIN_GAP_S = 1.5  # a line starting this soon after a row that ended mid-sentence is joined to it
+MAX_ROW_S = 30.0  # ... while the row stays this short (speech the model did not punctuate)
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 RANKED_UP_TO = 5_000  # lines a query may match and still be ranked by BM25; past that, newest first
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets; never in speech
 _WORD = re.compile(r"\w+")
@@ -117,13 +125,27 @@ class SearchIndex:
                 self._drop(session)
 
     def _insert(self, session: str, lines: list[TranscriptLine], started: float | None, source: str | None) -> None:
-        rows = [(session, line.chunk, line.start, line.end, line.text, _compact(line.words))
-                for line in lines if line.text]
         if started is not None:
             self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, started, source or ""))
-        self._db.executemany("DELETE FROM lines WHERE session = ? AND chunk = ?", [r[:2] for r in rows])
-        self._db.executemany("INSERT INTO lines (session, chunk, start, end, text, words) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        last = self._db.execute("SELECT id, chunk, start, end, text, words FROM lines WHERE session = ? "
+                                "ORDER BY start DESC LIMIT 1", (session,)).fetchone()
+        for line in lines:
+            if not line.text:
+                continue
+            row = (session, line.chunk, line.start, line.end, line.text, _compact(line.words))
+            inside = self._db.execute("SELECT chunk FROM lines WHERE session = ? AND start <= ? AND end >= ? "
+                                      "LIMIT 1", (session, line.start, line.end)).fetchone()
+            if inside is not None and inside[0] != line.chunk:
+                continue  # a line already joined to a row, added again
+            if last is not None and _continues(last, line):
+                self._db.execute("DELETE FROM lines WHERE id = ?", (last[0],))
+                row = (session, last[1], last[2], line.end, f"{last[4]} {line.text}",
+                       _compact(line.words, before=last[5]))
+            else:
+                self._db.execute("DELETE FROM lines WHERE session = ? AND chunk = ?", row[:2])
+            cursor = self._db.execute("INSERT INTO lines (session, chunk, start, end, text, words) "
+                                      "VALUES (?, ?, ?, ?, ?, ?)", row)
+            last = (cursor.lastrowid, *row[1:])
 
     def _insert_slides(self, session: str, slides: list[SlideText]) -> None:
         rows = [(session, s.t, s.file, s.title, s.text) for s in slides if s.lines]
@@ -247,9 +269,17 @@ def _scope(table: str, session: str | None, since: float | None) -> tuple[str, l
     return sql, args
 
 
-def _compact(words: list[dict]) -> str:
-    """[[start, word], ...]: all a hit needs to say when its first matched word was spoken."""
-    return json.dumps([[round(w.start, 2), w.word.strip()] for w in words],
+def _continues(row: tuple, line: TranscriptLine) -> bool:
+    """Does `line` go on with the sentence of `row` (id, chunk, start, end, text, words)?"""
+    _, chunk, start, end, text, _ = row
+    return (line.chunk != chunk and not text.rstrip().endswith(SENTENCE_END)
+            and -JOIN_GAP_S <= line.start - end <= JOIN_GAP_S and line.end - start <= MAX_ROW_S)
+
+
+def _compact(words: list, before: str = "[]") -> str:
+    """[[start, word], ...]: all a hit needs to say when its first matched word was spoken
+    (`before`: the row's words so far)."""
+    return json.dumps(json.loads(before) + [[round(w.start, 2), w.word.strip()] for w in words],
                       ensure_ascii=False, separators=(",", ":"))
 
 

@@ -24,7 +24,9 @@ tested with recorded hypotheses. Committed words are final and never rewritten. 
 audio that partly holds committed words (the buffer is trimmed only at some commits, see
 `worker`) repeats them; they are recognised by time (before the committed end) and, for the
 word straddling that end, by text and time (the committed tail repeated at the head of the
-new hypothesis, starting where the committed copy was heard), so no word is committed twice.
+new hypothesis, starting where the committed copy was heard; or the last committed word alone
+moved past the committed end, after the words committed before it), so no word is committed
+twice.
 """
 
 from __future__ import annotations
@@ -99,7 +101,15 @@ class LocalAgreement:
 
     def fresh(self, words: list[Word]) -> list[Word]:
         """The words of a hypothesis that are not committed yet."""
-        out = [w for w in words if w.start >= self.committed_end - BEFORE_S and key(w.word)]
+        words = [w for w in words if key(w.word)]
+        first = next((i for i, w in enumerate(words) if w.start >= self.committed_end - BEFORE_S), len(words))
+        out = words[first:]
+        if out and out[0].start < self.committed_end + REPEAT_S:
+            # The last committed word heard again, moved past the committed end on its own:
+            # the words before it in this decode are the committed ones before it.
+            for n in range(min(MAX_OVERLAP, len(self.committed), first + 1), 1, -1):
+                if keys(words[first - n + 1:first + 1]) == keys(self.committed[-n:]):
+                    return out[1:]
         for n in range(min(MAX_OVERLAP, len(self.committed), len(out)), 0, -1):
             tail = self.committed[-n:]
             # Two words or more again right after the committed end are those words decoded
