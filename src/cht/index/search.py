@@ -133,9 +133,9 @@ class SearchIndex:
             if not line.text:
                 continue
             row = (session, line.chunk, line.start, line.end, line.text, _compact(line.words))
-            inside = self._db.execute("SELECT chunk FROM lines WHERE session = ? AND start <= ? AND end >= ? "
-                                      "LIMIT 1", (session, line.start, line.end)).fetchone()
-            if inside is not None and inside[0] != line.chunk:
+            before = self._db.execute("SELECT chunk, end FROM lines WHERE session = ? AND start <= ? "
+                                      "ORDER BY start DESC LIMIT 1", (session, line.start)).fetchone()
+            if before is not None and before[0] != line.chunk and before[1] >= line.end:
                 continue  # a line already joined to a row, added again
             if last is not None and _continues(last, line):
                 self._db.execute("DELETE FROM lines WHERE id = ?", (last[0],))
