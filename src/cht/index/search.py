@@ -127,25 +127,22 @@ class SearchIndex:
     def _insert(self, session: str, lines: list[TranscriptLine], started: float | None, source: str | None) -> None:
         if started is not None:
             self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, started, source or ""))
-        last = self._db.execute("SELECT id, chunk, start, end, text, words FROM lines WHERE session = ? "
-                                "ORDER BY start DESC LIMIT 1", (session,)).fetchone()
         for line in lines:
             if not line.text:
                 continue
             row = (session, line.chunk, line.start, line.end, line.text, _compact(line.words))
-            before = self._db.execute("SELECT chunk, end FROM lines WHERE session = ? AND start <= ? "
-                                      "ORDER BY start DESC LIMIT 1", (session, line.start)).fetchone()
-            if before is not None and before[0] != line.chunk and before[1] >= line.end:
+            before = self._db.execute("SELECT id, chunk, start, end, text, words FROM lines WHERE session = ? "
+                                      "AND start <= ? ORDER BY start DESC LIMIT 1", (session, line.start)).fetchone()
+            if before is not None and before[1] != line.chunk and before[3] >= line.end:
                 continue  # a line already joined to a row, added again
-            if last is not None and _continues(last, line):
-                self._db.execute("DELETE FROM lines WHERE id = ?", (last[0],))
-                row = (session, last[1], last[2], line.end, f"{last[4]} {line.text}",
-                       _compact(line.words, before=last[5]))
+            if before is not None and _continues(before, line):
+                self._db.execute("DELETE FROM lines WHERE id = ?", (before[0],))
+                row = (session, before[1], before[2], line.end, f"{before[4]} {line.text}",
+                       _compact(line.words, before=before[5]))
             else:
                 self._db.execute("DELETE FROM lines WHERE session = ? AND chunk = ?", row[:2])
-            cursor = self._db.execute("INSERT INTO lines (session, chunk, start, end, text, words) "
-                                      "VALUES (?, ?, ?, ?, ?, ?)", row)
-            last = (cursor.lastrowid, *row[1:])
+            self._db.execute("INSERT INTO lines (session, chunk, start, end, text, words) VALUES (?, ?, ?, ?, ?, ?)",
+                             row)
 
     def _insert_slides(self, session: str, slides: list[SlideText]) -> None:
         rows = [(session, s.t, s.file, s.title, s.text) for s in slides if s.lines]

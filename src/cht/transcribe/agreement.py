@@ -102,11 +102,11 @@ class LocalAgreement:
     def fresh(self, words: list[Word]) -> list[Word]:
         """The words of a hypothesis that are not committed yet."""
         words = [w for w in words if key(w.word)]
-        first = next((i for i, w in enumerate(words) if w.start >= self.committed_end - BEFORE_S), len(words))
-        out = words[first:]
+        out = [w for w in words if w.start >= self.committed_end - BEFORE_S]
         if out and out[0].start < self.committed_end + REPEAT_S:
             # The last committed word heard again, moved past the committed end on its own:
             # the words before it in this decode are the committed ones before it.
+            first = next(i for i, w in enumerate(words) if w is out[0])
             for n in range(min(MAX_OVERLAP, len(self.committed), first + 1), 1, -1):
                 if keys(words[first - n + 1:first + 1]) == keys(self.committed[-n:]):
                     return out[1:]
