@@ -31,9 +31,9 @@ twice.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from cht.transcribe.repeats import key
 from cht.transcribe.store import Word
 
 BEFORE_S = 0.25  # a word starting this long before the committed end was already committed
@@ -50,11 +50,6 @@ def mature(word: Word, heard_until: float) -> bool:
     """Has the decode heard enough after this word to commit it without a second opinion?"""
     after = heard_until - word.end
     return after >= MATURE_S and word.p >= MATURE_P
-
-
-def key(word: str) -> str:
-    """A word as agreement compares it: "Country," and "country." are the same word."""
-    return re.sub(r"[^\w']", "", word.lower())
 
 
 def keys(words: list[Word]) -> list[str]:
@@ -116,7 +111,7 @@ class LocalAgreement:
             # again (their times moved: seen by 0.5 s on beckett.wav); one word must also be
             # heard where it was, for a speaker's own "no, no" starts later.
             near = out[0].start < (self.committed_end + REPEAT_S if n > 1 else tail[0].end + OVERLAP_S)
-            if near and [key(w.word) for w in tail] == [key(w.word) for w in out[:n]]:
+            if near and keys(tail) == keys(out[:n]):
                 return out[n:]
         return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from faster_whisper.transcribe import (BatchedInferencePipeline, TranscriptionOp
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
-from cht.transcribe.repeats import drop_loops, find_loop
+from cht.transcribe.repeats import drop_loops, find_loop, key
 
 log = logging.getLogger("cht.transcribe")
 
@@ -386,7 +385,7 @@ def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
 
 
 def _repeats_back_to_back(words: list[str], shortest: int = 2) -> bool:
-    keys = [re.sub(r"[^\w']", "", w.lower()) for w in words]
+    keys = [key(w) for w in words]
     return any(keys[i:i + n] == keys[i + n:i + 2 * n]
                for n in range(shortest, len(keys) // 2 + 1) for i in range(len(keys) - 2 * n + 1))
 

@@ -23,14 +23,15 @@ MIN_ECHO_WORDS = 8  # words of a phrase that, said twice apart in one decode, ma
 T = TypeVar("T")
 
 
-def _key(word: str) -> str:
+def key(word: str) -> str:
+    """A word as compared: "Country," and "country." are the same word."""
     return re.sub(r"[^\w']", "", word.lower())
 
 
 def find_loop(words: Sequence[str]) -> tuple[int, int] | None:
     """The first loop in `words` as (start, end) of its extra copies (the first copy stays
     before `start`), or None."""
-    keys = [_key(w) for w in words]
+    keys = [key(w) for w in words]
     n_words = len(keys)
     for i in range(n_words):
         for n in range(1, min(MAX_NGRAM, (n_words - i) // 2) + 1):
