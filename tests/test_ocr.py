@@ -201,3 +201,30 @@ def test_the_demo_shows_slide_text_live_on_its_page_and_reads_a_capture(tmp_path
     finally:
         code, _, err = Cht.stop(proc)
     assert code == 0, err
+
+
+def test_a_capture_is_read_before_a_backlog_of_slides(deck, tmp_path):
+    """Someone who clicks capture waits on the page for its text: it goes before the slides
+    queued earlier, even ones found before it."""
+    from cht import events as ev
+    from cht.stages.base import StageConfig, StageContext
+    from cht.stages.ocr import OcrStage
+
+    cht, _, _ = deck
+    root = tmp_path / "deck"
+    shutil.copytree(cht.session_dir("deck"), root)
+    (root / "ocr.jsonl").unlink()
+    slides_saved = read_frames(root)
+    assert len(slides_saved) >= 4
+    shutil.copy(root / slides_saved[0].file, root / "frames" / "000001.500-manual.jpg")
+    with open(root / "frames.jsonl", "a") as f:
+        f.write(json.dumps({"t": 1.5, "file": "frames/000001.500-manual.jpg", "thumb": slides_saved[0].thumb,
+                            "score": 0.0, "kind": "manual"}) + "\n")
+    session = Session.open(cht.data_dir, "deck")
+    context = StageContext("deck", root, root, ev.EventBus(), session.current_manifest)
+    stage = OcrStage(context, StageConfig())
+    stage.finish()
+    order = [json.loads(line)["file"] for line in (root / "ocr.jsonl").read_text().splitlines()]  # as read
+    assert order[0] == "frames/000001.500-manual.jpg", order
+    assert sorted(order[1:], key=lambda f: float(f.split("/")[1][:10])) == order[1:], "then the oldest first"
+    assert len(order) == len(slides_saved) + 1

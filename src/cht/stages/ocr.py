@@ -63,20 +63,23 @@ class OcrStage(Stage):
         while not self._abandoned.is_set():
             finishing = self._finishing.is_set()
             try:
-                for record, root in self._pending(final=finishing):
-                    if self._abandoned.is_set():
-                        return
-                    self._read(record, root)
+                todo = self._pending(final=finishing)
             except OSError:  # frames.jsonl unreadable for a moment: the next look may do
                 log.exception("%s: looking for keyframes to read failed", self.context.session_id)
+                todo = []
+            if todo:
+                self._read(*todo[0])
+                continue  # one at a time: a capture made meanwhile is read next
             if finishing:
                 return
             self._wake.wait(POLL_S)
             self._wake.clear()
 
     def _pending(self, final: bool) -> list[tuple[FrameRecord, Path]]:
-        """Keyframes not read yet, oldest first. At the end of an offline run into a fresh
-        dir, the session's manual captures too (they move into the results afterwards)."""
+        """Keyframes not read yet: the user's captures first (someone is waiting on the page
+        for their text; behind a backlog of slides one waited past 30 s in the suite), then
+        the oldest. At the end of an offline run into a fresh dir, the session's manual
+        captures too (they move into the results afterwards)."""
         records = [(r, self.out_dir) for r in read_frames(self.out_dir)]
         if final and self.out_dir != self.context.session_dir:
             records += [(r, self.context.session_dir) for r in read_frames(self.context.session_dir)
@@ -87,7 +90,7 @@ class OcrStage(Stage):
             if record.file not in self._done:
                 self._seen.setdefault(record.file, now)
                 todo.append((record, root))
-        return sorted(todo, key=lambda item: item[0].t)
+        return sorted(todo, key=lambda item: (item[0].kind != "manual", item[0].t))
 
     def _read(self, record: FrameRecord, root: Path) -> None:
         self._done.add(record.file)
