@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from pathlib import Path
 
 import pytest
 import webvtt
