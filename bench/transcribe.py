@@ -3,9 +3,13 @@
 Programmes (16 kHz mono, with the human text):
 - pause-rich: every real recording (../shared/media/*, beckett.wav) twice, 1.5 s pauses between;
 - continuous: the same recordings three times, joined by 0.15 s of silence (a lecture's rhythm);
-- synthetic: espeak-ng paragraphs of clauses joined by commas (only when espeak-ng is installed).
+- synthetic: espeak-ng paragraphs of clauses joined by commas (only when espeak-ng is installed);
+- lecture: the rooms bench's eight lecture paragraphs (2.5 min, 402 words) the same way, one
+  paragraph after another with no pause: material long enough that a few words either way
+  move the WER by less than a point (not in the default set: it takes three minutes a run).
 
-Live: fed to a `Transcriber` at real pace in 1 s pieces (what the recorder's fragments deliver),
+Live: fed to a `Transcriber` at real pace in pieces of `RecordOptions.fragment_s` (what the
+recorder's fragments deliver: 0.5 s now, 1 s before; the code on PYTHONPATH decides),
 through the process's `SpeechEngine`. Per spoken word: the wall time from its end to the first
 committed line that holds it (`transcript.jsonl` is written before the event is published).
 Word ends and the reference text come from faster-whisper's own `transcribe()` of the same
@@ -44,11 +48,13 @@ from faster_whisper.audio import decode_audio
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
+from cht.config import RecordOptions
 from cht.transcribe.chunker import RATE
 from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import SpeechModel, default_model_dir
 from cht.transcribe.store import TranscriptStore
 from cht.transcribe.worker import TranscribeOptions, Transcriber
+from lecture_text import PARAGRAPHS as LECTURE
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 HUMAN = {  # what is said in the media, for the WER against people rather than the model
@@ -89,8 +95,8 @@ def programme(name: str, tile: int = 1) -> tuple[np.ndarray, str]:
 
 
 def _programme(name: str) -> tuple[np.ndarray, str]:
-    if name == "synthetic":
-        parts = [(espeak(p), p) for p in PARAGRAPHS]
+    if name in ("synthetic", "lecture"):
+        parts = [(espeak(p), p) for p in (PARAGRAPHS if name == "synthetic" else LECTURE)]
         gap, repeat, lead = 0.15, 1, 0.5
     else:
         parts = clips()
@@ -133,7 +139,7 @@ def run(engine: SpeechEngine, audio: np.ndarray, live: bool, language: str | Non
     seen: list[tuple[float, ev.TranscriptSegments]] = []
     bus.subscribe(lambda e: seen.append((time.monotonic(), e)) if isinstance(e, ev.TranscriptSegments) else None)
     pcm = (audio * 32767).astype(np.int16)
-    step = RATE
+    step = round(RecordOptions().fragment_s * RATE)
     tmp = Path(tempfile.mkdtemp())
     try:
         transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(live, language))
@@ -187,8 +193,8 @@ def main() -> None:
     label = "old policy" if opts.old else "cht"
     rows = []
     for name in opts.programmes.split(","):
-        if name == "synthetic" and not shutil.which("espeak-ng"):
-            print("synthetic: espeak-ng is not installed, skipped", file=sys.stderr)
+        if name in ("synthetic", "lecture") and not shutil.which("espeak-ng"):
+            print(f"{name}: espeak-ng is not installed, skipped", file=sys.stderr)
             continue
         audio, human = programme(name, opts.tile)
         seconds = len(audio) / RATE

@@ -71,7 +71,8 @@ class RecordOptions:
     """How a recording runs."""
 
     max_segment_s: float = 1800.0  # seconds: a segment rotates (seamlessly) after this long
-    fragment_s: float = 1.0  # seconds of media per fMP4 fragment: the most a kill -9 can lose
+    fragment_s: float = 0.5  # seconds of media per fMP4 fragment: the most a kill -9 can lose, and
+    # what audio waits before analysis sees it (1 s fragments: half a second more on each word)
     watchdog_s: float = 0.25  # seconds between checks that the recorder is alive
     tick_s: float = 1.0  # seconds between live ticks (duration updates, status line)
     manifest_every_s: float = 5.0  # seconds between live manifest writes (other processes read it)

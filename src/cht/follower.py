@@ -26,7 +26,7 @@ from cht.stages import Stage
 
 log = logging.getLogger("cht.follow")
 
-POLL_S = 0.5
+POLL_S = 0.2  # seconds between looks at the segments: a fragment (0.5 s) waits 0.1 s on average
 MAX_STAGE_ERRORS = 3  # a stage that failed this often is switched off for the session
 
 
