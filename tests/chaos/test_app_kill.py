@@ -2,7 +2,7 @@
 rotation, a manifest write (while its temporary file exists, when the poll catches it), a
 transcript append. What the kill leaves is checked *before any repair*: manifest.json is
 whole and every segment it lists decodes to its end; every transcript line is whole but the
-last, and says the talk's words at their times; at most the last two segments (the one a
+last, and says the talk's words at their times (each run's times: from the rebuilt manifest); at most the last two segments (the one a
 rotation just closed, the one it began) are missing from the manifest. Then the repairs, and
 what each restores: `cht rebuild` lists the segments the manifest missed, cut back to their
 last complete fragment (it never touches the transcript); `cht transcribe` transcribes what
@@ -87,11 +87,20 @@ def _as_left(root: Path, truth: list, moment: str, kills: int) -> list[str]:
         except ValueError:
             torn += 1
     assert torn <= kills, (moment, f"{torn} torn lines after {kills} kills")
-    for line in whole:
-        for w in line.get("words", []):
-            assert any(norm(w["word"]) == t and abs(w["start"] - a) <= 1.0 for t, a, _ in truth) \
-                or norm(w["word"]) in ("fail", "failed"), (moment, w)
     return [json.dumps(line, sort_keys=True) for line in whole]
+
+
+def _says_the_talk(rows: list[str], truth: list, manifest: dict, moment: str) -> None:
+    """Every word is the talk's, at its time in the run that heard it: each `--append` run
+    plays the file from its start, so its words are the file's shifted by the run's start (a
+    gap's end; the manifest of the run being killed may not list its gap yet, so the check
+    runs on the rebuilt manifest). Compared with the file's times alone, a run's "Ever" passed
+    or failed by where the kill happened to start the next run."""
+    starts = [0.0] + [gap["end"] for gap in manifest["gaps"]]
+    for line in map(json.loads, rows):
+        for w in line.get("words", []):
+            assert any(norm(w["word"]) == t and abs(w["start"] - (run + a)) <= 1.0 for run in starts for t, a, _ in truth) \
+                or norm(w["word"]) in ("fail", "failed"), (moment, w, starts)
 
 
 def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_path):
@@ -128,6 +137,7 @@ def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_pa
         for seg in manifest["segments"]:
             decode_fully(root / seg["file"])
         assert _bytes(root / "transcript.jsonl") == transcript, "rebuild never touches the transcript"
+        _says_the_talk(rows, truth, manifest, moment)  # the lines as the kill left them
 
     # a kill in the middle of an append leaves a torn line: it is ignored, with a warning
     with open(root / "transcript.jsonl", "a") as f:
