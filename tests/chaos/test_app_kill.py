@@ -2,12 +2,13 @@
 rotation, a manifest write (while its temporary file exists, when the poll catches it), a
 transcript append. What the kill leaves is checked *before any repair*: manifest.json is
 whole and every segment it lists decodes to its end; every transcript line is whole but the
-last, and says the talk's words at their times (each run's times: from the rebuilt manifest); at most the last two segments (the one a
-rotation just closed, the one it began) are missing from the manifest. Then the repairs, and
-what each restores: `cht rebuild` lists the segments the manifest missed, cut back to their
-last complete fragment (it never touches the transcript); `cht transcribe` transcribes what
-the kills left untranscribed and keeps every line written before. Torn last lines of
-transcript.jsonl and frames.jsonl are ignored with a warning."""
+last, and says the talk's words at their times (each run's times: from the rebuilt manifest);
+at most the last two segments (the one a rotation just closed, the one it began) are missing
+from the manifest. Then the repairs, and what each restores: `cht rebuild` lists the segments
+the manifest missed, cut back to their last complete fragment (it never touches the
+transcript); `cht transcribe` transcribes what the kills left untranscribed and keeps every
+line written before. Torn last lines of transcript.jsonl and frames.jsonl are ignored with a
+warning."""
 
 from __future__ import annotations
 
@@ -97,10 +98,12 @@ def _says_the_talk(rows: list[str], truth: list, manifest: dict, moment: str) ->
     runs on the rebuilt manifest). Compared with the file's times alone, a run's "Ever" passed
     or failed by where the kill happened to start the next run."""
     starts = [0.0] + [gap["end"] for gap in manifest["gaps"]]
+    said = [(t, run + a) for run in starts for t, a, _ in truth]
     for line in map(json.loads, rows):
         for w in line.get("words", []):
-            assert any(norm(w["word"]) == t and abs(w["start"] - (run + a)) <= 1.0 for run in starts for t, a, _ in truth) \
-                or norm(w["word"]) in ("fail", "failed"), (moment, w, starts)
+            heard = norm(w["word"])
+            assert heard in ("fail", "failed") or any(heard == t and abs(w["start"] - at) <= 1.0 for t, at in said), \
+                (moment, w, starts)
 
 
 def test_kill9_at_rotation_manifest_write_and_transcript_append(cht: Cht, tmp_path):

@@ -64,12 +64,11 @@ class OcrStage(Stage):
             finishing = self._finishing.is_set()
             try:
                 todo = self._pending(final=finishing)
-            except OSError:  # frames.jsonl unreadable for a moment: the next look may do
-                log.exception("%s: looking for keyframes to read failed", self.context.session_id)
-                todo = []
-            if todo:
-                self._read(*todo[0])
-                continue  # one at a time: a capture made meanwhile is read next
+                if todo:
+                    self._read(*todo[0])
+                    continue  # one at a time: a capture made meanwhile is read next
+            except OSError:  # a file unreadable or unwritable for a moment: the next look may do
+                log.exception("%s: reading keyframes failed", self.context.session_id)
             if finishing:
                 return
             self._wake.wait(POLL_S)
@@ -77,8 +76,8 @@ class OcrStage(Stage):
 
     def _pending(self, final: bool) -> list[tuple[FrameRecord, Path]]:
         """Keyframes not read yet: the user's captures first (someone is waiting on the page
-        for their text; behind a backlog of slides one waited past 30 s in the suite), then
-        the oldest. At the end of an offline run into a fresh dir, the session's manual
+        for their text; read in time order, a capture waited for every slide queued before
+        it), then the oldest. At the end of an offline run into a fresh dir, the session's manual
         captures too (they move into the results afterwards)."""
         records = [(r, self.out_dir) for r in read_frames(self.out_dir)]
         if final and self.out_dir != self.context.session_dir:
