@@ -4,9 +4,9 @@ Programmes (16 kHz mono, with the human text):
 - pause-rich: every real recording (../shared/media/*, beckett.wav) twice, 1.5 s pauses between;
 - continuous: the same recordings three times, joined by 0.15 s of silence (a lecture's rhythm);
 - synthetic: espeak-ng paragraphs of clauses joined by commas (only when espeak-ng is installed);
-- lecture: the rooms bench's eight lecture paragraphs (2.5 min, 402 words) the same way, one
-  paragraph after another with no pause: material long enough that a few words either way
-  move the WER by less than a point (not in the default set: it takes three minutes a run).
+- lecture: the rooms bench's eight lecture paragraphs (2.3 min, 402 words) the same way, 0.15 s
+  apart: long enough that a few words either way move the WER by less than a point (not in
+  the default set: it takes three minutes a run).
 
 Live: fed to a `Transcriber` at real pace in pieces of `RecordOptions.fragment_s` (what the
 recorder's fragments deliver: 0.5 s now, 1 s before; the code on PYTHONPATH decides),
@@ -18,7 +18,7 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic] [--runs live,catch-up] [--language en|detect] [--tile N]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture] [--runs live,catch-up] [--language en|detect] [--tile N]
 
 `--tile N` plays each programme N times back to back: a catch-up of a 45-65 s programme is
 mostly its first and last window, a session's backlog is minutes long.
