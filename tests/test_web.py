@@ -248,7 +248,9 @@ def test_serve_follows_a_recording_of_another_process_and_searches_every_session
         # The sessions page searches every session; a hit opens that moment.
         page.goto(web.url())
         poll(page, "document.querySelectorAll('#rows tr').length == 1", 10, "the sessions page")
-        page.fill("#q", '"fail better"')
+        # A phrase Whisper base always hears in beckett.wav: its last words came out as "Failed
+        # better" in 1 of 3 runs here (and once in a full suite), and "fail better" found nothing.
+        page.fill("#q", '"try again"')
         page.press("#q", "Enter")
         page.wait_for_selector("#hits div mark", timeout=10_000)
         page.click("#hits div")
