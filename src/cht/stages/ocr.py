@@ -77,8 +77,8 @@ class OcrStage(Stage):
     def _pending(self, final: bool) -> list[tuple[FrameRecord, Path]]:
         """Keyframes not read yet: the user's captures first (someone is waiting on the page
         for their text; read in time order, a capture waited for every slide queued before
-        it), then the oldest. At the end of an offline run into a fresh dir, the session's manual
-        captures too (they move into the results afterwards)."""
+        it), then the oldest. At the end of an offline run into a fresh dir, the session's
+        manual captures too (they move into the results afterwards)."""
         records = [(r, self.out_dir) for r in read_frames(self.out_dir)]
         if final and self.out_dir != self.context.session_dir:
             records += [(r, self.context.session_dir) for r in read_frames(self.context.session_dir)
