@@ -132,6 +132,24 @@ def test_the_last_committed_word_decoded_again_later_than_it_was_is_not_committe
     assert texts(agreement.finish(words("I said no", start=0) + words("no", start=1.5))) == "no"
 
 
+def test_a_committed_word_decoded_again_with_another_ending_is_not_committed_twice():
+    # Two steps agreed on "Fail"; the chunk's final decode heard it as "Failed".
+    agreement = LocalAgreement()
+    agreement.insert(*heard("Try again. Fail"))
+    assert texts(agreement.insert(*heard("Try again. Fail again"))) == "Try again. Fail"
+    assert texts(agreement.finish(words("Try again.") + words("Failed again.", start=0.9))) == "again."
+    # ... or past the committed end (1.1 s), after the words committed before it.
+    agreement = LocalAgreement()
+    agreement.insert(*heard("Try again. Fail"))
+    agreement.insert(*heard("Try again. Fail again"))
+    assert texts(agreement.finish(words("Try again.") + words("Failed again.", start=1.15))) == "again."
+    # A new word that merely begins like the committed one, heard after it, is kept.
+    agreement = LocalAgreement()
+    agreement.insert(*heard("we went in"))
+    agreement.insert(*heard("we went in"))
+    assert texts(agreement.finish(words("we went in inside", start=0))) == "inside"
+
+
 def test_a_sentence_written_twice_back_to_back_is_a_loop_and_kept_once():
     sentence = "we choose to go to the moon in this decade and do the other".split()
     looped = sentence + sentence + ["not", "because"]

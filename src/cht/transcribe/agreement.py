@@ -26,7 +26,9 @@ audio that partly holds committed words (the buffer is trimmed only at some comm
 word straddling that end, by text and time (the committed tail repeated at the head of the
 new hypothesis, starting where the committed copy was heard; or the last committed word alone
 moved past the committed end, after the words committed before it), so no word is committed
-twice.
+twice. A word decoded again may be spelled another way ("Fail" committed, "Failed" heard
+by the chunk's final decode, beckett.wav through the queue): there, a word that begins the
+other is the same word (`alike`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ def mature(word: Word, heard_until: float) -> bool:
 
 def keys(words: list[Word]) -> list[str]:
     return [key(w.word) for w in words]
+
+
+def alike(a: str, b: str) -> bool:
+    """The same word decoded again, perhaps with another ending ("fail" / "failed"); short
+    words must match exactly ("a" / "an", "no" / "now")."""
+    return a == b or min(len(a), len(b)) >= 3 and (a.startswith(b) or b.startswith(a))
+
+
+def repeated(words: list[Word], committed: list[Word]) -> bool:
+    """Are `words` the committed words decoded again, word by word?"""
+    return len(words) == len(committed) and all(map(alike, keys(words), keys(committed)))
 
 
 @dataclass
@@ -103,7 +116,7 @@ class LocalAgreement:
             # the words before it in this decode are the committed ones before it.
             first = next(i for i, w in enumerate(words) if w is out[0])
             for n in range(min(MAX_OVERLAP, len(self.committed), first + 1), 1, -1):
-                if keys(words[first - n + 1:first + 1]) == keys(self.committed[-n:]):
+                if repeated(words[first - n + 1:first + 1], self.committed[-n:]):
                     return out[1:]
         for n in range(min(MAX_OVERLAP, len(self.committed), len(out)), 0, -1):
             tail = self.committed[-n:]
@@ -111,7 +124,7 @@ class LocalAgreement:
             # again (their times moved: seen by 0.5 s on beckett.wav); one word must also be
             # heard where it was, for a speaker's own "no, no" starts later.
             near = out[0].start < (self.committed_end + REPEAT_S if n > 1 else tail[0].end + OVERLAP_S)
-            if near and keys(tail) == keys(out[:n]):
+            if near and repeated(out[:n], tail):
                 return out[n:]
         return out
 
