@@ -133,11 +133,15 @@ def test_the_last_committed_word_decoded_again_later_than_it_was_is_not_committe
 
 
 def test_a_committed_word_decoded_again_with_another_ending_is_not_committed_twice():
-    # Two steps agreed on "Fail"; the chunk's final decode heard it as "Failed".
+    # beckett.wav through the queue (test_queue, stop 26's CI): two steps agreed on "Fail" at
+    # 40.16 s; the chunk's final decode heard "Failed better." with "Failed" where "Fail" was.
     agreement = LocalAgreement()
-    agreement.insert(*heard("Try again. Fail"))
-    assert texts(agreement.insert(*heard("Try again. Fail again"))) == "Try again. Fail"
-    assert texts(agreement.finish(words("Try again.") + words("Failed again.", start=0.9))) == "again."
+    agreement.insert([Word(38.656, 38.848, " Fail", 0.22), Word(38.848, 39.308, " again.", 0.95)], 39.5)
+    agreement.insert([Word(38.656, 38.848, " Fail", 0.22), Word(38.848, 39.308, " again.", 0.95),
+                      Word(40.16, 40.348, " Fail", 0.19)], 40.4)
+    assert texts(agreement.insert([Word(40.16, 40.348, " Fail", 0.18)], 40.5)) == "Fail"
+    final = [Word(40.16, 40.408, " Failed", 0.5), Word(40.408, 40.668, " better.", 0.61)]
+    assert texts(agreement.finish(final)) == "better."
     # ... or past the committed end (1.1 s), after the words committed before it.
     agreement = LocalAgreement()
     agreement.insert(*heard("Try again. Fail"))
@@ -178,6 +182,17 @@ def test_real_speech_that_repeats_itself_is_not_a_loop():
                  "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
                  "no, no, no, I said no", "we shall fight on the beaches, we shall fight on the landing grounds"):
         assert find_loop(text.split()) is None, text
+
+
+def test_steps_with_contexts_of_different_lengths_share_one_call():
+    # CTranslate2 wants the start of the transcript at one place in every prompt of a batch.
+    model = engine().model
+    tail = beckett()[4 * RATE:].astype(np.float32) / 32768  # "(No matter.) Try again. Fail again. Fail better."
+    contexts = ["Ever tried. Ever failed.", "We said it to ourselves for years: ever tried. Ever failed."]
+    for decoded in model.transcribe_batch([tail, tail[:5 * RATE]], language="en", step=True, contexts=contexts):
+        assert "try again fail again" in " ".join(norm(w.word) for w in decoded.words), texts(decoded.words)
+    alone = model.transcribe(tail, language="en", step=True, context=contexts[1])
+    assert "fail better" in " ".join(norm(w.word) for w in alone.words), texts(alone.words)
 
 
 def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
