@@ -18,7 +18,11 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture] [--runs live,catch-up] [--language en|detect] [--tile N]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture] [--runs live,catch-up,chunk-ends] [--language en|detect] [--tile N]
+
+`chunk-ends`: live, with the policy before streaming commit (no steps: a chunk's words are
+committed when a pause or the 15 s cut closes it), the baseline the issue's "WER no worse than
+today's policy" compares with, in the same run.
 
 `--tile N` plays each programme N times back to back: a catch-up of a 45-65 s programme is
 mostly its first and last window, a session's backlog is minutes long.
@@ -123,26 +127,29 @@ def offline_reference(model_dir: Path, audio: np.ndarray) -> tuple[list[dict], f
     return [w for w in words if w["word"]], time.perf_counter() - began
 
 
-def options(live: bool, language: str | None) -> TranscribeOptions:
+def options(kind: str, language: str | None) -> TranscribeOptions:
     names = {f.name for f in fields(TranscribeOptions)}
-    if live:
+    if kind == "live":
         return TranscribeOptions(language=language)
+    if kind == "chunk-ends":  # the policy before streaming commit: words final at each chunk's end
+        return TranscribeOptions(language=language, step_s=None)
     from cht.offline import OFFLINE_TRANSCRIBE
 
     return TranscribeOptions(**{**{k: getattr(OFFLINE_TRANSCRIBE, k) for k in names}, "language": language})
 
 
-def run(engine: SpeechEngine, audio: np.ndarray, live: bool, language: str | None = "en"):
-    """Feed the programme (real pace when `live`); return final events with wall times,
+def run(engine: SpeechEngine, audio: np.ndarray, kind: str, language: str | None = "en"):
+    """Feed the programme (real pace unless a catch-up); return final events with wall times,
     the transcriber, the wall time of global 0, wall seconds and process CPU seconds."""
     bus = ev.EventBus()
     seen: list[tuple[float, ev.TranscriptSegments]] = []
     bus.subscribe(lambda e: seen.append((time.monotonic(), e)) if isinstance(e, ev.TranscriptSegments) else None)
     pcm = (audio * 32767).astype(np.int16)
     step = round(RecordOptions().fragment_s * RATE)
+    live = kind != "catch-up"
     tmp = Path(tempfile.mkdtemp())
     try:
-        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(live, language))
+        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options(kind, language))
         transcriber.start()
         cpu0, t0 = time.process_time(), time.monotonic()
         for i in range(0, len(pcm), step):
@@ -204,9 +211,9 @@ def main() -> None:
         rows.append((name, "faster-whisper transcribe() (reference)", "", "", f"{offline_s / seconds:.3f}", "",
                      f"{offline_s:.1f}", "(itself)", f"{jiwer.wer(human, ref_text):.1%}"))
         for kind in opts.runs.split(","):
-            live = kind == "live"
+            live = kind != "catch-up"
             print(f"  {kind}...", file=sys.stderr)
-            seen, transcriber, t0, wall, cpu, lines = run(engine, audio, live, language)
+            seen, transcriber, t0, wall, cpu, lines = run(engine, audio, kind, language)
             lat = latencies(reference, seen, t0) if live else []
             text = normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
             rows.append((name, f"{label} {kind}" + (" (language detected)" if language is None else ""),

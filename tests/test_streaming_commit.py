@@ -184,17 +184,6 @@ def test_real_speech_that_repeats_itself_is_not_a_loop():
         assert find_loop(text.split()) is None, text
 
 
-def test_steps_with_contexts_of_different_lengths_share_one_call():
-    # CTranslate2 wants the start of the transcript at one place in every prompt of a batch.
-    model = engine().model
-    tail = beckett()[4 * RATE:].astype(np.float32) / 32768  # "(No matter.) Try again. Fail again. Fail better."
-    contexts = ["Ever tried. Ever failed.", "We said it to ourselves for years: ever tried. Ever failed."]
-    for decoded in model.transcribe_batch([tail, tail[:5 * RATE]], language="en", step=True, contexts=contexts):
-        assert "try again fail again" in " ".join(norm(w.word) for w in decoded.words), texts(decoded.words)
-    alone = model.transcribe(tail, language="en", step=True, context=contexts[1])
-    assert "fail better" in " ".join(norm(w.word) for w in alone.words), texts(alone.words)
-
-
 def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
     """bench/rooms.py once wrote a silence line [61.15, 68.8] over a text line [61.33, 70.75]: the
     VAD heard no speech where Whisper did, and a step had committed words past that chunk's end.
