@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import subprocess
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from cht.media.ffmpeg import ffmpeg_exe
-from speech import RATE, beckett, jfk_path, write_wav
+from speech import RATE, beckett, jfk_path
 
 GAPS = (0.5, 0.3, 0.8, 0.4, 1.0, 0.6, 0.35, 0.9, 0.45, 0.7)  # seconds between turns
 

@@ -11,7 +11,6 @@ import asyncio
 import difflib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
