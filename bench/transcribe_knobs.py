@@ -1,0 +1,73 @@
+"""Live runs of one programme with a policy constant set to other values, in one process:
+which knob moves committed latency and WER, and by how much.
+
+    python bench/transcribe_knobs.py [--programmes lecture,continuous] [base] agreement.MATURE_P=0.6 worker.CONTEXT_S=4 ...
+
+Each argument is `module.NAME=value` for a module of `cht.transcribe` (`base`: nothing
+changed); each is one live run per programme, fed as `bench/transcribe.py` feeds it, against
+the same offline reference. Rows as in bench/README.md's "Which knob" table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tempfile
+from pathlib import Path
+
+import jiwer
+
+import transcribe as bench
+from cht.transcribe.engine import SpeechEngine
+from cht.transcribe.model import SpeechModel, default_model_dir
+
+
+def knob(spec: str) -> tuple[object, str, float] | None:
+    if spec == "base":
+        return None
+    name, _, value = spec.partition("=")
+    module, _, attr = name.rpartition(".")
+    try:
+        target = importlib.import_module(f"cht.transcribe.{module}") if module else None
+        if target is None or not hasattr(target, attr):
+            raise ImportError
+        return target, attr, float(value)
+    except (ImportError, ValueError):
+        raise SystemExit(f"{spec}: give module.NAME=value for a constant of cht.transcribe "
+                         "(agreement.MATURE_P=0.8)") from None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--programmes", default="lecture,continuous")
+    parser.add_argument("variants", nargs="+")
+    opts = parser.parse_args()
+    variants = [(spec, knob(spec)) for spec in opts.variants]
+    model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
+    engine = SpeechEngine(SpeechModel(model_dir))
+    print("| speech | variant | committed median s | committed p95 s | RTF | WER vs offline | WER vs human |")
+    print("|---|---|---|---|---|---|---|")
+    for name in opts.programmes.split(","):
+        audio, human = bench.programme(name)
+        reference, _ = bench.offline_reference(model_dir, audio)
+        ref_text = " ".join(w["word"] for w in reference)
+        for spec, change in variants:
+            saved = None
+            if change:
+                target, attr, value = change
+                saved = getattr(target, attr)
+                setattr(target, attr, value)
+            try:
+                seen, transcriber, t0, _, _, lines = bench.run(engine, audio, "live")
+            finally:
+                if change:
+                    setattr(target, attr, saved)
+            lat = bench.latencies(reference, seen, t0)
+            text = bench.normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
+            print(f"| {name} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "
+                  f"{transcriber.busy_s / (len(audio) / bench.RATE):.3f} | {jiwer.wer(ref_text, text):.1%} | "
+                  f"{jiwer.wer(human, text):.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
