@@ -3,7 +3,7 @@
 After PySceneDetect's `SceneDetector` (a per-frame call and a `post_process` at the end,
 never knowing the backend): the follower, not the stage, knows about segments, fragments,
 restarts and whether the session is live or finished. A stage declares what it consumes
-(`video`, `pcm` or both), is fed in global time order, writes only its own files in
+(`video`, `pcm` or both), is fed each kind in global time order, writes only its own files in
 `context.out_dir`, and has `finish()`. A new stage is a module with one class and a line
 in `stages/__init__.py`.
 """
