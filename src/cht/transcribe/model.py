@@ -218,14 +218,17 @@ class SpeechModel:
     def _again(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool) -> Decoded:
         """A window whose words look like a loop, decoded again with the next larger window
         (less silence after the speech: beckett's "ever tried, ever failed" loops in 10 s and
-        not in 15 s); a full window that loops is decoded again with Whisper's temperature
-        fallback. Whatever still repeats keeps its first copy only."""
+        not in 15 s); one that still loops, or a full window, is decoded again in the full
+        window with Whisper's temperature fallback (3 s of beckett spliced across a recorder
+        restart looped in 10 s and 15 s alike: "tried ever fail ever fail ever tried ..."; the
+        fallback heard it right). Whatever still repeats keeps its first copy only."""
         self.retries += 1
         larger = next((round(w * 100) for w in WINDOWS_S if round(w * 100) > frames), None)
-        if larger is None:
-            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
-        else:
+        decoded = None
+        if larger is not None and larger < FULL_WINDOW_FRAMES:
             decoded = self._decode(audio, language, larger, beam_size, word_timestamps, fallback=False)
+        if decoded is None or _looks_like_a_loop(decoded.words, len(audio) / SAMPLE_RATE):
+            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
         decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
 
