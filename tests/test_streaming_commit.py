@@ -197,6 +197,26 @@ def test_a_window_that_loops_in_a_larger_window_too_is_heard_in_the_full_one():
     assert heard[:3] == ["ever", "tried", "ever"] and len(heard) <= 5 and heard.count("ever") == 2, heard
 
 
+def test_a_step_is_asked_for_each_second_of_new_audio_whenever_it_lands(tmp_path):
+    """Steps are counted in audio, not wall time: fragments (0.49-0.51 s) seen by a poll
+    that jitters would otherwise wait for a third fragment when the wall clock said "not
+    yet" (1.5 s apart). Here 0.49 s pieces land every 0.3 s: a step is asked for every
+    second piece, the buffer a second longer each time."""
+    from cht.transcribe.engine import SpeechEngine
+
+    transcriber = Transcriber(SpeechEngine(None), TranscriptStore(tmp_path), ev.EventBus(),
+                              TranscribeOptions(language="en"))
+    pcm, piece = beckett(), round(0.49 * RATE)
+    asked = []
+    for k in range(7):
+        transcriber.feed(PcmChunk(k * piece / RATE, pcm[k * piece:(k + 1) * piece]))
+        if (draft := transcriber.take_draft()) is not None:
+            asked.append(round(draft.end, 2))
+            transcriber.draft_done(draft, None)  # the step is done: the next may be asked for
+        time.sleep(0.3)
+    assert len(asked) >= 3 and all(round(b - a, 2) == 0.98 for a, b in zip(asked, asked[1:])), asked
+
+
 def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
     """bench/rooms.py once wrote a silence line [61.15, 68.8] over a text line [61.33, 70.75]: the
     VAD heard no speech where Whisper did, and a step had committed words past that chunk's end.

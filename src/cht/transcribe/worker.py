@@ -40,8 +40,8 @@ PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
 CONTEXT_S = 2.5  # committed speech kept before the next words when a trim finds no pause (1.5: more errors)
-STEP_NEW_S = 0.5  # seconds of new audio a step needs at least
-STEP_JITTER_S = 0.1  # audio arrives about every second, never exactly: a step due "in 1 ms" is due now
+STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
+STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
 
 
 @dataclass
@@ -82,7 +82,6 @@ class Transcriber:
         self.draft_requested_at: float | None = None  # monotonic s; the engine serves the oldest first
         self._last_draft_at = 0.0
         self._stepping = False  # a step is with the engine: the next waits for its result
-        self._stepped_to = 0.0  # buffer seconds the last step saw
         self._agreement = LocalAgreement()
         self._piece_end: float | None = None  # global end of the last committed piece (the next span starts there)
         self._drop_to: float | None = None  # the buffer's audio before this is committed: trim it (follower's thread)
@@ -193,23 +192,25 @@ class Transcriber:
             self._cond.notify_all()
 
     def _offer_draft(self) -> None:
-        """Ask for a step when the last is done, a second has passed and new audio came."""
+        """Ask for a step when the last is done and a second of new audio came. Counted in
+        audio, not wall time: with a wall clock, the follower's poll jitter made two steps in
+        five wait for a third 0.5 s fragment (1.3-1.5 s apart; one room through `cht ingest`,
+        from outside: 2.92 / 5.65 s committed, 2.53-2.57 / 3.84-4.35 s counted in audio)."""
         every = self.options.step_s
         if every is None or self._queue or self._stepping:
             return
         now = time.monotonic()
-        if now - self._last_draft_at < every - STEP_JITTER_S:
+        if now - self._last_draft_at < every * STEP_MIN_GAP:
             return
         running = self._chunker.running()
-        if running is None or running.seconds < self._stepped_to + STEP_NEW_S and running.id == self._draft_id:
+        if running is None or running.end < self._stepped_end + every - STEP_JITTER_S:
             return
-        self._last_draft_at = now
-        self._draft_id, self._stepped_to = running.id, running.seconds
+        self._last_draft_at, self._stepped_end = now, running.end
         with self._cond:
             self._draft, self.draft_requested_at = running, now
             self._cond.notify_all()
 
-    _draft_id = -1
+    _stepped_end = float("-inf")  # global end of the audio the last step was asked for
 
     # -- what the engine calls (under its lock: peek, take, take_draft) --
 
