@@ -128,8 +128,8 @@ def test_a_stage_that_raises_is_switched_off_and_the_rest_goes_on(talk, tmp_path
 
 def test_audio_frames_reach_the_stages_joined_a_fragment_at_a_time():
     """AAC decodes in 21 ms frames; handed on one by one, the transcript's once-a-second step
-    fired on a fragment's first frame. Contiguous frames are joined (up to 2 s), a gap or a
-    picture in between does not reorder anything, and no sample is lost."""
+    fired on a fragment's first frame. Contiguous frames are joined (up to 2 s), a gap starts
+    a new piece, a picture passes at once (each kind stays in order), and no sample is lost."""
     frame = 341  # what one 1024-sample AAC frame at 48 kHz resamples to at 16 kHz (about)
     pieces = [PcmChunk(k * frame / PCM_RATE, np.full(frame, k, np.int16)) for k in range(47)]  # ~1 s
     after_gap = PcmChunk(5.0, np.full(frame, 99, np.int16))

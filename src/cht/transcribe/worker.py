@@ -195,7 +195,7 @@ class Transcriber:
         """Ask for a step when the last is done and a second of new audio came. Counted in
         audio, not wall time: with a wall clock, the follower's poll jitter made two steps in
         five wait for a third 0.5 s fragment (1.3-1.5 s apart; one room through `cht ingest`,
-        from outside: 2.92 / 5.65 s committed, 2.53-2.57 / 3.84-4.35 s counted in audio)."""
+        committed median from outside 2.92 s in one run, 2.53-2.76 s in five counted in audio)."""
         every = self.options.step_s
         if every is None or self._queue or self._stepping:
             return
