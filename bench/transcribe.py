@@ -119,6 +119,11 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
+def transcript_text(lines) -> str:
+    """What a run's lines say, in time order, normalised for WER."""
+    return normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
+
+
 def offline_reference(model_dir: Path, audio: np.ndarray) -> tuple[list[dict], float]:
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
     began = time.perf_counter()
@@ -215,7 +220,7 @@ def main() -> None:
             print(f"  {kind}...", file=sys.stderr)
             seen, transcriber, t0, wall, cpu, lines = run(engine, audio, kind, language)
             lat = latencies(reference, seen, t0) if live else []
-            text = normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
+            text = transcript_text(lines)
             rows.append((name, f"{label} {kind}" + (" (language detected)" if language is None else ""),
                          f"{pct(lat, 50):.2f}" if live else "",
                          f"{pct(lat, 95):.2f}" if live else "", f"{transcriber.busy_s / seconds:.3f}",

@@ -63,7 +63,7 @@ def main() -> None:
                 if change:
                     setattr(target, attr, saved)
             lat = bench.latencies(reference, seen, t0)
-            text = bench.normalise(" ".join(line.text for line in sorted(lines, key=lambda x: x.start)))
+            text = bench.transcript_text(lines)
             print(f"| {name} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "
                   f"{transcriber.busy_s / (len(audio) / bench.RATE):.3f} | {jiwer.wer(ref_text, text):.1%} | "
                   f"{jiwer.wer(human, text):.1%} |", flush=True)
