@@ -103,6 +103,25 @@ def test_a_word_heard_two_ways_between_agreeing_words_is_settled_by_the_surer_de
     assert texts(agreement.insert(step("the/0.9 budget/0.9 for/0.9 text/0.4 year/0.9"), 4.5)) == "the budget for"
 
 
+def test_words_a_decode_that_stopped_early_did_not_hear_wait_for_the_next_one():
+    # Whisper now and then ends a step's text seconds before its audio ends (the espeak lecture:
+    # 5 steps in 133). What the step before it heard there stays pending, to be agreed on.
+    def unsure(text: str, start: float = 0.0) -> list[Word]:
+        return [Word(w.start, w.end, w.word, 0.7) for w in words(text, start)]
+
+    agreement = LocalAgreement()
+    agreement.insert(unsure("where two plates meet a slide past each other"), 3.7)
+    assert texts(agreement.insert(unsure("where two plates meet"), 4.7)) == "where two plates meet"
+    assert texts(agreement.pending) == "a slide past each other"
+    committed = agreement.insert(unsure("where two plates meet a slide past each other and"), 5.7)
+    assert texts(committed) == "a slide past each other"
+    # A decode that heard to its audio's end replaces the pending words as before.
+    agreement = LocalAgreement()
+    agreement.insert(unsure("where two plates meet a slide"), 3.0)
+    agreement.insert(unsure("where two plates meet"), 1.7)
+    assert agreement.pending == []
+
+
 def test_a_word_said_twice_by_the_speaker_is_kept():
     agreement = LocalAgreement()
     agreement.insert(*heard("I said no"))
@@ -153,6 +172,22 @@ def test_a_committed_word_decoded_again_with_another_ending_is_not_committed_twi
     agreement.insert(*heard("we went in"))
     agreement.insert(*heard("we went in"))
     assert texts(agreement.finish(words("we went in inside", start=0))) == "inside"
+
+
+def test_a_committed_word_heard_as_another_word_within_its_own_audio_is_not_committed():
+    # test_app_kill: two steps committed "tried, ever"; the chunk's final decode, its audio cut
+    # by the kill, heard "tried, a failed", "a" (p 0.058) within the audio "ever" was heard in.
+    agreement = LocalAgreement()
+    steps = [Word(0.0, 0.52, " Ever", 0.9), Word(0.52, 0.98, " tried,", 0.9), Word(1.46, 2.04, " ever", 0.9)]
+    agreement.insert(steps, 2.3)
+    assert texts(agreement.insert(steps, 2.6)) == "Ever tried, ever"
+    final = [Word(0.52, 0.98, " tried,", 0.9), Word(1.8, 2.0, " a", 0.058), Word(2.04, 2.5, " failed", 0.6)]
+    assert texts(agreement.finish(final)) == "failed"
+    # A word that goes on past the committed end is new, however early it starts.
+    agreement = LocalAgreement()
+    agreement.insert(steps, 2.3)
+    agreement.insert(steps, 2.6)
+    assert texts(agreement.finish([Word(1.95, 2.3, " failed", 0.6)])) == "failed"
 
 
 def test_a_sentence_written_twice_back_to_back_is_a_loop_and_kept_once():
