@@ -175,8 +175,9 @@ def test_a_committed_word_decoded_again_with_another_ending_is_not_committed_twi
 
 
 def test_a_committed_word_heard_as_another_word_within_its_own_audio_is_not_committed():
-    # test_app_kill: two steps committed "tried, ever"; the chunk's final decode, its audio cut
-    # by the kill, heard "tried, a failed", "a" (p 0.058) within the audio "ever" was heard in.
+    # test_app_kill failed once so: two steps committed "tried, ever"; the chunk's final decode,
+    # its audio cut by the kill, heard "tried, a failed" ("a" at p 0.058). That run's word times
+    # were not kept: here "a" lies within the audio "ever" was heard in.
     agreement = LocalAgreement()
     steps = [Word(0.0, 0.52, " Ever", 0.9), Word(0.52, 0.98, " tried,", 0.9), Word(1.46, 2.04, " ever", 0.9)]
     agreement.insert(steps, 2.3)

@@ -27,7 +27,7 @@ side was often the wrong one, "without a shell" for "the outer shell".)
 A decode that stopped early (Whisper ends a step's text seconds before its audio now and then:
 5 steps in 133 of the espeak lecture) does not erase what the decode before it heard after its
 end: those words stay pending, for the next decode to agree with, where they used to wait for
-two more.
+two more decodes.
 
 This module is the policy alone, on global-time words, with no model and no audio: it can be
 tested with recorded hypotheses. Committed words are final and never rewritten. A decode of
@@ -124,9 +124,9 @@ class LocalAgreement:
 
     def fresh(self, words: list[Word]) -> list[Word]:
         """The words of a hypothesis that are not committed yet. One that ends within the
-        committed audio is a committed word heard as another: a chunk's final decode, its
-        audio cut by a kill, heard "tried, a failed" where two steps had committed "tried,
-        ever" (tests/chaos/test_app_kill.py)."""
+        committed audio is a committed word heard as another. (tests/chaos/test_app_kill.py
+        failed once so: a chunk's final decode, its audio cut by a kill, heard "tried, a
+        failed" where two steps had committed "tried, ever", and " a" was written.)"""
         out = self._after_committed(words)
         while out and out[0].end <= self.committed_end:
             out = out[1:]
