@@ -8,9 +8,13 @@ import logging
 import numpy as np
 import pytest
 
+from cht import events as ev
+from cht.analyze.reader import PcmChunk
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
+from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import ModelError, check_model_dir, default_model_dir
 from cht.transcribe.store import TranscriptLine, TranscriptStore, missing
+from cht.transcribe.worker import TranscribeOptions, Transcriber
 from speech import beckett
 
 
@@ -80,6 +84,19 @@ def test_an_outage_ends_the_chunk_and_a_small_jump_becomes_a_mark():
     assert cut.marks == [(0, 0.0), (int(2.9 * RATE), 3.1)]
     assert cut.end == pytest.approx(4.5)
     assert after[1].start == 9.0
+
+
+def test_the_lag_still_counts_the_queued_audio_once_the_end_of_the_source_flushed_the_buffer(tmp_path):
+    # chaos/test_transcript_behind: a session with minutes of audio queued reported lag 0 to
+    # `cht status` from the moment the end of its source flushed the chunker. (The engine is
+    # never started here: the lag is what was received and is not transcribed yet.)
+    transcriber = Transcriber(SpeechEngine(model=None), TranscriptStore(tmp_path), ev.EventBus(),
+                              TranscribeOptions(step_s=None))
+    speech = beckett()
+    for i in range(0, len(speech), RATE // 2):
+        transcriber.feed(PcmChunk(i / RATE, speech[i:i + RATE // 2]))
+    transcriber.flush()
+    assert transcriber.lag_s == pytest.approx(len(speech) / RATE, abs=0.01)
 
 
 def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):

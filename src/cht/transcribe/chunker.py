@@ -106,6 +106,7 @@ class Chunker:
     first_id: int = 0
 
     def __post_init__(self) -> None:
+        self._fed_end: float | None = None  # see `received_end`
         self._vad = StreamingVad()
         self._ids = itertools.count(self.first_id)
         self._new_buffer()
@@ -119,7 +120,14 @@ class Chunker:
 
     @property
     def received_end(self) -> float | None:
-        """Global time just after the last sample fed."""
+        """Global time just after the last sample fed, kept when a flush empties the buffer:
+        the transcriber's lag is measured to it. (It was the buffer's end: once the end of a
+        source flushed the buffer, a session draining five minutes of queued audio reported
+        no lag, to `cht status` and in its events, and its index no pending stretch.)"""
+        return self._fed_end
+
+    def _buffer_end(self) -> float | None:
+        """Global time just after the buffered audio (None: nothing buffered)."""
         if not self._marks:
             return None
         offset, t = self._marks[-1]
@@ -129,7 +137,7 @@ class Chunker:
         """Add int16 (or float32) PCM starting at global time `t`; return the chunks it closes."""
         audio = samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
         closed: list[Chunk] = []
-        expected = self.received_end
+        expected = self._buffer_end()
         if expected is not None and abs(t - expected) > GAP_S:
             closed += self.flush()
             self._vad.reset()
@@ -138,6 +146,7 @@ class Chunker:
             self._marks.append((self._length, t))
         self._audio.append(audio)
         self._length += len(audio)
+        self._fed_end = self._buffer_end()
         self._probs.extend(self._vad.feed(audio).tolist())
         while (chunk := self._cut()) is not None:
             closed.append(chunk)
