@@ -12,8 +12,9 @@ from cht import events as ev
 from cht.analyze.reader import PcmChunk
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
-from cht.transcribe.model import ModelError, check_model_dir, default_model_dir
+from cht.transcribe.model import Decoded, ModelError, Word, check_model_dir, default_model_dir
 from cht.transcribe.store import TranscriptLine, TranscriptStore, missing
+from cht.transcribe.vad import StreamingVad
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from speech import beckett
 
@@ -97,6 +98,23 @@ def test_the_lag_still_counts_the_queued_audio_once_the_end_of_the_source_flushe
         transcriber.feed(PcmChunk(i / RATE, speech[i:i + RATE // 2]))
     transcriber.flush()
     assert transcriber.lag_s == pytest.approx(len(speech) / RATE, abs=0.01)
+
+
+def test_a_phrase_the_model_invents_in_silence_is_dropped_and_a_lone_early_word_kept():
+    # tests/test_screen.py failed once in CI: "i'm going to get the fuck out of here" written
+    # between jfk's "americans" and "ask not". The model cannot be made to invent on cue, so
+    # its words are given here, over real audio and the real VAD: 1.5 s of silence, then
+    # beckett ("Ever tried." 1.82-2.7 s, a pause to 3.36 s, "Ever failed.").
+    audio = np.concatenate([np.zeros(3 * RATE // 2, np.int16), beckett()]).astype(np.float32) / 32768
+    chunk = Chunk(0, audio, [(0, 100.0)], True, StreamingVad().feed(audio).tolist())
+    said = [(0.2, 0.5, " Thank"), (0.5, 0.7, " you"), (0.7, 0.9, " all."),  # in the silence
+            (1.9, 2.2, " Ever"), (2.2, 2.6, " tried."),
+            (3.1, 3.3, " Ever"),  # alone, a little before the VAD's onset: kept
+            (3.4, 4.0, " failed.")]
+    decoded = Decoded([Word(a, b, text, 0.9) for a, b, text in said], "en", 1.0)
+    kept = Transcriber._words(chunk, decoded)
+    assert [w.word for w in kept] == [" Ever", " tried.", " Ever", " failed."]
+    assert kept[0].start == pytest.approx(101.9, abs=0.05)
 
 
 def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):

@@ -48,6 +48,12 @@ class Chunk:
             k += 1
         return max(start, min(k * WINDOW_S, end))
 
+    def heard(self, start: float, end: float) -> bool:
+        """Does the VAD hear speech anywhere between `start` and `end` (seconds into the
+        chunk)? Audio after the last whole VAD window is not judged yet: heard."""
+        a, b = int(start / WINDOW_S), int(end / WINDOW_S) + 1
+        return b > len(self.probs) or max(self.probs[a:b]) >= SILENCE_P
+
     def quietest(self, start: float, end: float) -> float | None:
         """The global time of the quietest VAD window between global `start` and `end`, if
         it is not speech; None otherwise (no place to cut there)."""

@@ -19,6 +19,7 @@ chunk, whose final decode commits everything left in it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -42,6 +43,7 @@ KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence
 CONTEXT_S = 2.5  # committed speech kept before the next words when a trim finds no pause (1.5: more errors)
 STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
 STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
+PHANTOM_RUN = 2  # this many words in a row where the VAD hears no speech were invented by the model
 
 
 @dataclass
@@ -53,6 +55,22 @@ class TranscribeOptions:
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much
     live_index: bool = True  # keep transcript/index.json up to date while running
     language: str | None = None  # spoken language code; None: detected, then pinned
+
+
+def drop_phantoms(words: list[Word], heard: list[bool]) -> list[Word]:
+    """The words without runs of `PHANTOM_RUN` or more that the VAD heard no speech under.
+    Whisper invents phrases in silence: "i'm going to get the fuck out of here" was written
+    between jfk's "americans" and "ask not" (tests/test_screen.py, once in CI; its times were
+    not kept); steps heard "Like y'all." in the pause before "what your country". A lone unheard word is kept: a real word timed a little before the VAD's
+    onset ("Fail." in beckett, at a step's end) looks the same."""
+    kept: list[Word] = []
+    for spoken, pairs in itertools.groupby(zip(words, heard), key=lambda pair: pair[1]):
+        run = [word for word, _ in pairs]
+        if spoken or len(run) < PHANTOM_RUN:
+            kept += run
+        else:
+            log.info("dropped words heard in silence at %.2f s:%s", run[0].start, "".join(w.word for w in run))
+    return kept
 
 
 def unsure(decoded: Decoded) -> bool:
@@ -364,15 +382,17 @@ class Transcriber:
 
     @staticmethod
     def _words(chunk: Chunk, decoded: Decoded) -> list[Word]:
-        """The decoded words on the global clock, starts moved to the VAD's onsets."""
-        mapped = []
+        """The decoded words on the global clock, starts moved to the VAD's onsets, without
+        phrases invented in silence (`drop_phantoms`)."""
+        mapped, heard = [], []
         limit = chunk.seconds
         for w in decoded.words:
             start, end = min(w.start, limit), min(max(w.end, w.start), limit)
             start = chunk.onset(start, end)
             mapped.append(Word(round(chunk.to_global(start), 3), round(chunk.to_global(end), 3), w.word,
                                round(w.probability, 3)))
-        return mapped
+            heard.append(chunk.heard(start, end))
+        return drop_phantoms(mapped, heard)
 
     def _span_start(self, chunk: Chunk) -> float:
         """Where the next line's audio span starts: after the last committed piece when it
