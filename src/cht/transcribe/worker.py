@@ -61,8 +61,9 @@ def drop_phantoms(words: list[Word], heard: list[bool]) -> list[Word]:
     """The words without runs of `PHANTOM_RUN` or more that the VAD heard no speech under.
     Whisper invents phrases in silence: "i'm going to get the fuck out of here" was written
     between jfk's "americans" and "ask not" (tests/test_screen.py, once in CI; its times were
-    not kept); steps heard "Like y'all." in the pause before "what your country". A lone unheard word is kept: a real word timed a little before the VAD's
-    onset ("Fail." in beckett, at a step's end) looks the same."""
+    not kept); steps heard "Like y'all." in the pause before "what your country". A lone
+    unheard word is kept: a real word timed a little before the VAD's onset ("Fail." in
+    beckett, at a step's end) looks the same."""
     kept: list[Word] = []
     for spoken, pairs in itertools.groupby(zip(words, heard), key=lambda pair: pair[1]):
         run = [word for word, _ in pairs]
