@@ -221,29 +221,16 @@ def test_real_speech_that_repeats_itself_is_not_a_loop():
         assert find_loop(text.split()) is None, text
 
 
-def test_a_window_that_loops_is_heard_in_the_full_one_at_the_cost_of_one_more_decode(monkeypatch):
+def test_a_window_that_loops_in_a_larger_window_too_is_heard_in_the_full_one():
     """beckett cut as a recorder restart cut it in test_transcribe's kill test (0.46 s of "ever
     failed" lost, then 0.19 s more of it): Whisper base looped on these 3 s in a 10 s window
     and in a 15 s one alike ("ever tried ever fail ever fail ever failed ever"), and the guard
-    kept it (no phrase of five words). The full window with the temperature fallback hears it,
-    tried next: each window tried between cost a second more before the words were written
-    (the continuous-speech test below committed "failed" 5.3 s late on a slower machine)."""
-    from cht.transcribe.model import SpeechModel
-
+    kept it (no phrase of five words). The full window with the temperature fallback hears it."""
     said = beckett().astype(np.float32) / 32768
     cut = np.concatenate([np.zeros(round(0.248 * RATE), np.float32), said[:round(2.536 * RATE)],
                           said[3 * RATE:round(3.19 * RATE)]])
-    windows = []
-    decode = SpeechModel._decode
-
-    def counted(self, audio, language, frames, *args, **kwargs):
-        windows.append(frames)
-        return decode(self, audio, language, frames, *args, **kwargs)
-
-    monkeypatch.setattr(SpeechModel, "_decode", counted)
     heard = [norm(w.word) for w in engine().model.transcribe(cut, language="en", beam_size=3).words]
     assert heard[:3] == ["ever", "tried", "ever"] and len(heard) <= 5 and heard.count("ever") == 2, heard
-    assert windows == [1000, 3000], windows
 
 
 def test_a_step_is_asked_for_each_second_of_new_audio_whenever_it_lands(tmp_path):

@@ -146,7 +146,7 @@ class SpeechModel:
     the chunk plus silence, `MIN_WINDOW_S` at least: the same words at a fraction of the cost
     (bench/transcribe.py measures the WER against faster-whisper's own 30 s windows). Shorter
     windows than that made the decoder loop on short chunks, so a result that still looks
-    like a loop (too many words a second) is decoded again in the full window.
+    like a loop (too many words a second) is decoded again with a larger window.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 0, device: str | None = None) -> None:
@@ -156,7 +156,7 @@ class SpeechModel:
         if device == "cuda" and not gpus:
             raise ModelError("--device cuda: no CUDA GPU is visible to CTranslate2; use --device cpu")
         self.device = device or ("cuda" if gpus else "cpu")
-        self.retries = 0  # results decoded again (the full window, or the rest of a window)
+        self.retries = 0  # results decoded again (a larger window, or the rest of a window)
         try:
             self._model = _ShortWindowWhisper(
                 str(model_dir), device=self.device, compute_type="float16" if self.device == "cuda" else "int8",
@@ -185,15 +185,16 @@ class SpeechModel:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
         temperature fallback (as in a batch); a result that looks like a loop is decoded again
-        in the full window, and the audio after text that ended early on its own. A `step`
+        with a larger window, and the audio after text that ended early on its own. A `step`
         (a streaming decode of audio that may end mid-word) has a small beam and is never decoded again
         (agreement will not commit a loop): its extra copies are dropped."""
         if step:
             return self._steps([audio], language)[0]
         seconds = len(audio) / SAMPLE_RATE
-        decoded = self._decode(audio, language, _window_frames(seconds), beam_size, word_timestamps, fallback=False)
+        frames = _window_frames(seconds)
+        decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
         if _looks_like_a_loop(decoded.words, seconds):
-            decoded = self._again(audio, language, beam_size, word_timestamps)
+            decoded = self._again(audio, language, frames, beam_size, word_timestamps)
         return self._with_the_rest(audio, decoded, beam_size)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
@@ -214,16 +215,20 @@ class SpeechModel:
         other.language_p = p
         return other
 
-    def _again(self, audio, language: str | None, beam_size: int, word_timestamps: bool) -> Decoded:
-        """A window whose words look like a loop, decoded again in Whisper's own 30 s window with
-        its temperature fallback; whatever still repeats keeps its first copy only. The window
-        sizes between looped as well: beckett's 3.4 s "ever tried, ever failed", cut five ways
-        from the continuous-speech test, looped in 10 s five times, in 15 s four, in 20 s once,
-        in 30 s never, and a looping decode costs 1-1.4 s on 2 cores where the full window costs
-        1.2 s (a final that went 10, 15, 30 s committed "failed" 5.3 s after it was said; 3 s
-        of beckett spliced across a recorder restart looped in 10 s and 15 s alike)."""
+    def _again(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool) -> Decoded:
+        """A window whose words look like a loop, decoded again with the next larger window
+        (less silence after the speech: beckett's "ever tried, ever failed" loops in 10 s and
+        not in 15 s); one that still loops, or a full window, is decoded again in the full
+        window with Whisper's temperature fallback (3 s of beckett spliced across a recorder
+        restart looped in 10 s and 15 s alike: "tried ever fail ever fail ever tried ..."; the
+        fallback heard it right). Whatever still repeats keeps its first copy only."""
         self.retries += 1
-        decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
+        larger = next((round(w * 100) for w in WINDOWS_S if round(w * 100) > frames), None)
+        decoded = None
+        if larger is not None and larger < FULL_WINDOW_FRAMES:
+            decoded = self._decode(audio, language, larger, beam_size, word_timestamps, fallback=False)
+        if decoded is None or _looks_like_a_loop(decoded.words, len(audio) / SAMPLE_RATE):
+            decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
         decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
 
@@ -240,7 +245,7 @@ class SpeechModel:
         if len(audios) == 1:
             return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
-        self._model.encode_frames = _window_frames(longest)
+        frames = self._model.encode_frames = _window_frames(longest)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                               language=language)
@@ -258,7 +263,7 @@ class SpeechModel:
             else:
                 decoded = Decoded(words, language, 1.0)
                 if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
-                    decoded = self._again(audio, language, beam_size, True)
+                    decoded = self._again(audio, language, frames, beam_size, True)
                 results.append(self._with_the_rest(audio, decoded, beam_size))
         return results
 
