@@ -220,3 +220,21 @@ def test_a_wrong_password_or_an_unreachable_server_is_one_line(tmp_path, cht: Ch
     assert not cht.sessions(), "nothing is recorded when the queue cannot be reached"
     result = cht.run("worker", "--queue", "http://example.org")
     assert result.returncode == 2 and "not a NATS URL" in result.stderr, result.stderr
+
+
+def test_a_steps_committed_words_travel_with_it_and_bad_ones_are_rejected():
+    """A step's prefix (`Said`) goes in headers, which are ASCII lines: any text comes back as
+    it was sent; a time that is not one makes the message poison, not a crash."""
+    import numpy as np
+
+    from cht.queue.protocol import Job, job_message, parse_job
+    from cht.transcribe.model import Said
+
+    said = Said(" Déjà vu, l'été\u00a0: 50 %\\n", 2.345)
+    job = Job("s:1:0", np.zeros(1600, np.float32), "fr", 1, False, True, "", said)
+    headers, data = job_message(job)
+    assert all(value.isascii() for value in headers.values())
+    assert parse_job(headers, data).said == said
+    for bad in ("soon", "-1", "99"):
+        with pytest.raises(ValueError, match="Cht-Said-Until"):
+            parse_job({**headers, "Cht-Said-Until": bad}, data)

@@ -278,6 +278,29 @@ def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
     assert spans and all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
 
 
+def test_a_step_is_given_the_committed_words_its_audio_starts_with(tmp_path):
+    """A trim keeps 2.5 s of committed speech as context: those words (and no earlier ones)
+    are the step's prefix, closed at the last one's end, in seconds into its audio."""
+    from cht.transcribe.chunker import Chunk
+    from cht.transcribe.engine import SpeechEngine
+    from cht.transcribe.model import Decoded
+    from cht.transcribe.model import Word as HeardWord
+
+    transcriber = Transcriber(SpeechEngine(None), TranscriptStore(tmp_path), ev.EventBus(),
+                              TranscribeOptions(language="en"))
+    buffer = Chunk(0, np.zeros(8 * RATE, np.float32), [(0, 60.0)], True)
+    heard = Decoded([HeardWord(0.5 * i, 0.5 * i + 0.4, f" w{i}", 0.9) for i in range(12)], "en", 1.0)
+    for _ in range(2):
+        transcriber._stepping = True
+        transcriber.draft_done(buffer, heard)
+    assert transcriber.said_in(buffer).text == "".join(f" w{i}" for i in range(12))
+    trimmed = Chunk(0, np.zeros(4 * RATE, np.float32), [(0, 63.9)], True)  # cut between w7 and w8
+    said = transcriber.said_in(trimmed)
+    assert said.text == " w8 w9 w10 w11" and said.until == pytest.approx(65.9 - 63.9)
+    after = Chunk(0, np.zeros(2 * RATE, np.float32), [(0, 66.0)], True)  # cut after the last
+    assert transcriber.said_in(after).text == ""
+
+
 # -- with the real model: continuous speech, cuts, languages --
 
 SLOW = pytest.mark.slow
@@ -347,6 +370,22 @@ def check_words(truth, heard, missing_allowed: int) -> dict[int, int]:
     extra = [heard[j][0] for j in range(len(heard)) if j not in pairs.values()]
     assert len(missing) <= missing_allowed and len(extra) <= missing_allowed, (missing, extra, heard)
     return pairs
+
+
+def test_a_step_hears_on_from_the_committed_words_it_is_given():
+    """The committed words at a step's start are its decoder's prefix, closed at their end:
+    what it returns starts after them. Given without their closing time, the model often
+    ended its text there (bench/README.md, tenth pass)."""
+    from cht.transcribe.model import Said
+
+    audio = clip(JFK)[: 8 * RATE]
+    truth = offline_words(audio)
+    k = [w for w, _, _ in truth].index("americans")
+    said = Said("".join(f" {w}" for w, _, _ in truth[:k + 1]), truth[k][2])
+    decoded = engine().model.transcribe(audio, language="en", step=True, said=said)
+    heard = [norm(w.word) for w in decoded.words]
+    assert heard[:3] == ["ask", "not", "what"], heard
+    assert decoded.words[0].start >= truth[k][2] - 0.3, decoded.words[0]
 
 
 PARAGRAPH = ("The committee met on Tuesday to discuss the budget for next year, and most of the members agreed "

@@ -125,7 +125,7 @@ class QueueEngine:
                 if chunk is not None:
                     self._steps[id(client)] = (chunk, None)
                     steps.append((client, Job(f"step:{self.id}:{chunk.id}", chunk.audio, client.language, 1,
-                                              client.may_doubt(chunk), True, "")))
+                                              client.may_doubt(chunk), True, "", client.said_in(chunk))))
             elif step and step[1] is not None:  # a step answered: its result first
                 del self._steps[id(client)]
                 deliveries.append((client, step[0], step[1], True))

@@ -9,11 +9,12 @@ comes twice (a worker killed after publishing, before acking) is used once.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import numpy as np
 
-from cht.transcribe.model import Decoded, Word
+from cht.transcribe.model import Decoded, Said, Word
 
 RATE = 16_000
 MAX_SECONDS = 30.0  # the longest window a chunk is; ~0.96 MB of PCM, under NATS's default 1 MB
@@ -28,13 +29,15 @@ class Job:
     may_doubt: bool  # the session follows a language it detected: check it when the words are unsure
     step: bool  # a streaming-commit decode (beam 3, loops dropped), not a final one
     reply: str  # the subject its result goes to ("" for a step: it is a request)
+    said: Said = field(default_factory=Said)  # a step's committed words at its start (`SpeechModel._steps`)
 
 
 def job_message(job: Job) -> tuple[dict[str, str], bytes]:
     pcm = np.clip(np.round(job.audio * 32768.0), -32768, 32767).astype("<i2")
     headers = {"Cht-Key": job.key, "Cht-Language": job.language or "", "Cht-Beam": str(job.beam_size),
                "Cht-Doubt": "1" if job.may_doubt else "0", "Cht-Step": "1" if job.step else "0",
-               "Cht-Reply": job.reply}
+               "Cht-Reply": job.reply, "Cht-Said": quote(job.said.text),  # headers are ASCII lines
+               "Cht-Said-Until": f"{job.said.until:.3f}"}
     if not job.step:
         headers["Nats-Msg-Id"] = job.key
     return headers, pcm.tobytes()
@@ -54,7 +57,17 @@ def parse_job(headers: dict[str, str] | None, data: bytes) -> Job:
         raise ValueError(f"chunk {key}: beam size {beam} out of range")
     audio = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
     return Job(key, audio, headers.get("Cht-Language") or None, beam, headers.get("Cht-Doubt") == "1",
-               headers.get("Cht-Step") == "1", headers.get("Cht-Reply", ""))
+               headers.get("Cht-Step") == "1", headers.get("Cht-Reply", ""), _said(key, headers))
+
+
+def _said(key: str, headers: dict[str, str]) -> Said:
+    try:
+        until = float(headers.get("Cht-Said-Until") or 0.0)
+    except ValueError:
+        raise ValueError(f"chunk {key}: bad Cht-Said-Until {headers.get('Cht-Said-Until')!r}") from None
+    if not 0.0 <= until <= MAX_SECONDS:
+        raise ValueError(f"chunk {key}: Cht-Said-Until {until} out of range")
+    return Said(unquote(headers.get("Cht-Said", "")), until)
 
 
 @dataclass

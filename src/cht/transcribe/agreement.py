@@ -56,7 +56,7 @@ MATURE_S = 2.0  # a word followed by this much audio in the decode that has it i
 MATURE_P = 0.8  # ... and the model's probability for it this high
 SETTLED_BY = 2  # a word heard two ways is settled when this many words after it agree
 EARLY_S = 1.0  # a decode whose words end this long before its audio stopped early (see `LocalAgreement.insert`)
-RECENT = 40  # committed words remembered (where a trim may cut, `worker`)
+RECENT = 200  # committed words remembered (where a trim may cut, and a step's prefix: `worker`)
 
 
 def mature(word: Word, heard_until: float) -> bool:

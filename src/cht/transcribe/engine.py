@@ -150,15 +150,17 @@ class SpeechEngine:
         return steps
 
     def _run_steps(self, steps: _Steps) -> None:
-        """Decodes with word times (agreement needs them), beam `STEP_BEAM_SIZE`, one call for all."""
+        """Decodes with word times (agreement needs them), beam `STEP_BEAM_SIZE`, one call for all,
+        each after the text its session committed in its audio."""
         began = time.perf_counter()
         decoded: list[Decoded | None] = [None] * len(steps.items)
         try:
             audios = [chunk.audio for _, chunk in steps.items]
+            said = [client.said_in(chunk) for client, chunk in steps.items]
             if steps.language is None:  # detected: a window on its own (see `_next_job`)
-                decoded = [self.model.transcribe(audios[0], language=None, step=True)]
+                decoded = [self.model.transcribe(audios[0], language=None, step=True, said=said[0])]
             else:  # one window or several: `transcribe_batch` decodes a single one on its own
-                decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True))
+                decoded = list(self.model.transcribe_batch(audios, language=steps.language, step=True, said=said))
             decoded = [self._language_checked(client, chunk, d, 1, True) if d is not None else None
                        for (client, chunk), d in zip(steps.items, decoded)]
         except Exception:

@@ -50,7 +50,17 @@ NO_SPEECH_P = 0.6  # a step the model thinks silent (and whose text it doubts, `
 LOW_LOGPROB = -1.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # faster-whisper's: punctuation kept with the word after it
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # ... and with the word before it
+MAX_SAID_TOKENS = 200  # a step's prefix of committed text, at most (Whisper's limit for a prompt is 223)
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
+
+
+@dataclass
+class Said:
+    """What the start of a step's audio is known to say (committed), and until when (seconds
+    into the window): the step's decoder starts after it."""
+
+    text: str = ""
+    until: float = 0.0
 
 
 class ModelError(ChtError):
@@ -181,15 +191,15 @@ class SpeechModel:
                              "or use --device cpu") from None
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
-                   word_timestamps: bool = True, step: bool = False) -> Decoded:
+                   word_timestamps: bool = True, step: bool = False, said: Said | None = None) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
         temperature fallback (as in a batch); a result that looks like a loop is decoded again
         with a larger window, and the audio after text that ended early on its own. A `step`
         (a streaming decode of audio that may end mid-word) has a small beam and is never decoded again
-        (agreement will not commit a loop): its extra copies are dropped."""
+        (agreement will not commit a loop): its extra copies are dropped; `said`: see `_steps`."""
         if step:
-            return self._steps([audio], language)[0]
+            return self._steps([audio], language, [said or Said()])[0]
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
         decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
@@ -233,7 +243,7 @@ class SpeechModel:
         return decoded
 
     def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1,
-                         step: bool = False) -> list[Decoded]:
+                         step: bool = False, said: list[Said] | None = None) -> list[Decoded]:
         """Windows in one language decoded in one call (CTranslate2 encodes and decodes them as
         one batch: cheaper per window than one call each). One window alone is decoded by
         `transcribe`, which goes on after an early end of text: through the batch path a 28 s
@@ -241,7 +251,7 @@ class SpeechModel:
         looks like a loop is decoded again on its own with the full window (steps: its extra
         copies are dropped, see `transcribe`)."""
         if step:
-            return self._steps(audios, language)
+            return self._steps(audios, language, said)
         if len(audios) == 1:
             return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
@@ -267,7 +277,7 @@ class SpeechModel:
                 results.append(self._with_the_rest(audio, decoded, beam_size))
         return results
 
-    def _steps(self, audios: list[np.ndarray], language: str | None) -> list[Decoded]:
+    def _steps(self, audios: list[np.ndarray], language: str | None, said: list[Said] | None = None) -> list[Decoded]:
         """Streaming decodes (audio that may end mid-word), each window in one pass: one
         encode, one beam search, every token kept. faster-whisper's own loop drops a last
         segment that has no closing timestamp (as a step's often has) and decodes that audio
@@ -275,7 +285,14 @@ class SpeechModel:
         made up words ("I breathed out of the...") that then had to be outvoted. Several
         windows (rooms) share one batch; `language` None (one window): detected first.
         Loops are only dropped: agreement will not commit them, the chunk's final decode
-        checks its whole text."""
+        checks its whole text.
+
+        `said[i]`: the text already committed at the start of window i (the context a trim
+        keeps), given to the decoder as a closed segment (`<|0.00|> text <|t|><|t|>`): the
+        model hears the next words after the words that were written, not after a new guess
+        at them, and they are not returned. Given without its closing time, the model often
+        ended the text there (seven steps in a row heard nothing after "a hash function
+        decides which", with 3 s of speech after it)."""
         whisper = self._model
         seconds = [len(a) / SAMPLE_RATE for a in audios]
         whisper.encode_frames = _window_frames(max(seconds), step=True)
@@ -288,10 +305,14 @@ class SpeechModel:
             language = token[2:-2]
         tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
                               language=language)
-        prompt = whisper.get_prompt(tokenizer, [], without_timestamps=False)
+        sot = whisper.get_prompt(tokenizer, [], without_timestamps=False)
+        said = said or [Said()] * len(audios)
+        known = [tokenizer.encode(" " + s.text.strip())[:MAX_SAID_TOKENS] if s.text.strip() else [] for s in said]
+        prompts = [sot + _closed_segment(tokenizer, tokens, s.until, whisper.time_precision)
+                   for tokens, s in zip(known, said)]
         results = whisper.model.generate(
-            encoded, [prompt] * len(audios), beam_size=STEP_BEAM_SIZE, patience=1, length_penalty=1,
-            max_length=len(prompt) + int(10 + TOKENS_PER_S * max(seconds)), return_scores=True,
+            encoded, prompts, beam_size=STEP_BEAM_SIZE, patience=1, length_penalty=1,
+            max_length=max(map(len, prompts)) + int(10 + TOKENS_PER_S * max(seconds)), return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
             max_initial_timestamp_index=round(STEP_FIRST_WORD_S / whisper.time_precision))
         segments = [self._step_segments(tokenizer, result, n, s) for result, n, s in zip(results, frames, seconds)]
@@ -299,9 +320,10 @@ class SpeechModel:
             whisper.add_word_timestamps(segments, tokenizer, encoded, frames, PREPEND_PUNCTUATIONS,
                                         APPEND_PUNCTUATIONS, 0.0)
         decoded = []
-        for window in segments:
+        for window, tokens in zip(segments, known):
             words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
-                     for segment in window for w in segment.get("words") or [] if w["word"].strip()]
+                     for segment in window for w in segment.get("words") or []]
+            words = [w for w in _after_text(words, len(tokenizer.decode(tokens))) if w.word.strip()]
             decoded.append(Decoded(drop_loops(words, lambda w: w.word), language, float(language_p)))
         return decoded
 
@@ -385,6 +407,25 @@ def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
     return (len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
             or find_loop([w.word for w in words]) is not None
             or seconds < SHORT_WINDOW_S and _repeats_back_to_back([w.word for w in words]))
+
+
+def _closed_segment(tokenizer: Tokenizer, tokens: list[int], until: float, precision: float) -> list[int]:
+    """Text tokens as a segment of Whisper's own form, from 0 to `until` seconds."""
+    if not tokens:
+        return []
+    end = tokenizer.timestamp_begin + max(1, round(until / precision))
+    return [tokenizer.timestamp_begin, *tokens, end, end]
+
+
+def _after_text(words: list[Word], chars: int) -> list[Word]:
+    """The words that begin after the first `chars` characters of the text they spell (a
+    word the prefix's last word runs into is that word)."""
+    at = 0
+    for i, w in enumerate(words):
+        if at >= chars:
+            return words[i:]
+        at += len(w.word)
+    return []
 
 
 def _repeats_back_to_back(words: list[str], shortest: int = 2) -> bool:

@@ -31,7 +31,7 @@ from cht.sessionlog import SESSION, in_own_session
 from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
-from cht.transcribe.model import PIN_LANGUAGE_P, Decoded
+from cht.transcribe.model import PIN_LANGUAGE_P, Decoded, Said
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word, merge
 
 log = logging.getLogger("cht.transcribe")
@@ -310,6 +310,14 @@ class Transcriber:
             with self._cond:
                 self._stepping = False
                 self._cond.notify_all()
+
+    def said_in(self, chunk: Chunk) -> Said:
+        """The committed words at the start of a step's audio (a trim keeps some as context):
+        the decoder's prefix (`SpeechModel._steps`)."""
+        words = [w for w in self._agreement.committed if (w.start + w.end) / 2 >= chunk.start]
+        if not words or words[-1].end > chunk.end:
+            return Said()
+        return Said("".join(w.word for w in words), words[-1].end - chunk.start)
 
     def _trim(self, chunk: Chunk, committed: list[Word]) -> None:
         """After a committed sentence end, or once the buffer is long, the next steps start
