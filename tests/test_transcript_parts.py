@@ -45,6 +45,7 @@ def test_marks_map_each_part_of_a_chunk_to_its_global_time():
     assert chunk.to_global(1.5) == pytest.approx(11.8)
     assert chunk.to_global(2.25) == pytest.approx(40.25)
     assert chunk.start == 10.0 and chunk.end == pytest.approx(41.0)
+    assert [chunk.to_local(t) for t in (10.5, 11.8, 40.25)] == pytest.approx([0.5, 1.5, 2.25])
 
 
 def feed(chunker: Chunker, pcm: np.ndarray, t: float, piece: int = RATE // 2) -> list[Chunk]:

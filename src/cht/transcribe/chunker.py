@@ -54,16 +54,6 @@ class Chunk:
         a, b = int(start / WINDOW_S), int(end / WINDOW_S) + 1
         return b > len(self.probs) or max(self.probs[a:b]) >= SILENCE_P
 
-    def quietest(self, start: float, end: float) -> float | None:
-        """The global time of the quietest VAD window between global `start` and `end`, if
-        it is not speech; None otherwise (no place to cut there)."""
-        a, b = start - self.start, end - self.start  # seconds into the chunk (marks aside: close enough)
-        ks = range(max(0, int(a / WINDOW_S)), min(len(self.probs), int(b / WINDOW_S) + 1))
-        if not ks:
-            return None
-        k = min(ks, key=lambda i: self.probs[i])
-        return self.to_global(k * WINDOW_S) if self.probs[k] < SPEECH_P else None
-
     def softest(self, start: float, end: float) -> float:
         """The global time of the quietest 10 ms of audio between global `start` and `end`
         (between two words, where the VAD hears no pause: a comma in fluent speech)."""
@@ -85,6 +75,15 @@ class Chunk:
                 break
             base_offset, base_t = mark_offset, mark_t
         return base_t + (offset - base_offset) / RATE
+
+    def to_local(self, t: float) -> float:
+        """Seconds into the chunk's audio of global time `t` (the inverse of `to_global`)."""
+        base_offset, base_t = self.marks[0]
+        for mark_offset, mark_t in self.marks[1:]:
+            if mark_t > t:
+                break
+            base_offset, base_t = mark_offset, mark_t
+        return base_offset / RATE + t - base_t
 
     @property
     def start(self) -> float:

@@ -12,9 +12,9 @@ second: a decode of the audio not committed yet. `agreement.LocalAgreement` comm
 on which two consecutive steps agree (or that a step heard 2 s of audio after), and they are
 written at once as a line of their own (a line may end mid-sentence); the rest is published
 as the page's draft. The buffer is trimmed after a committed sentence end, or when it grows
-long, so steps stay short: in a pause after the committed words, else `CONTEXT_S` before
-their end (the words kept let Whisper hear the next ones right). A pause still closes the
-chunk, whose final decode commits everything left in it.
+long, so steps stay short, `CONTEXT_S` before the end of the committed words: the words kept
+are the next step's prefix (`said_in`), so Whisper hears the next words after what was
+written. A pause still closes the chunk, whose final decode commits everything left in it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
-CONTEXT_S = 2.5  # committed speech kept before the next words when a trim finds no pause (1.5: more errors)
+CONTEXT_S = 2.5  # committed speech a trim keeps before the next words (1.5 s: more errors; 3 s: p95 6.5 s)
 STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
 STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
 PHANTOM_RUN = 2  # this many words in a row where the VAD hears no speech were invented by the model
@@ -317,29 +317,24 @@ class Transcriber:
         words = [w for w in self._agreement.committed if (w.start + w.end) / 2 >= chunk.start]
         if not words or words[-1].end > chunk.end:
             return Said()
-        return Said("".join(w.word for w in words), words[-1].end - chunk.start)
+        return Said("".join(w.word for w in words), chunk.to_local(words[-1].end))
 
     def _trim(self, chunk: Chunk, committed: list[Word]) -> None:
         """After a committed sentence end, or once the buffer is long, the next steps start
-        after the committed words (between them and the next word heard)."""
-        last = committed[-1]
-        if not (last.word.rstrip()[-1:] in ".?!" or chunk.seconds > KEEP_S):
-            return
-        pending = self._agreement.pending
-        until = pending[0].start + 0.1 if pending else last.end + 0.3
-        cut = chunk.quietest(last.end - 0.1, max(until, last.end))
-        if cut is None and chunk.seconds > KEEP_S:
-            cut = self._cut_in_context(chunk)
-        if cut is not None:  # never in a word: its second half would be heard as another word
-            self._drop_to = cut
+        `CONTEXT_S` before the end of the committed words (`_cut_in_context`). Cut in the
+        pause right after a sentence end, the next sentence was heard with nothing before it,
+        and two steps agreed on sound-alikes ("without a shell" for "the outer shell", "to
+        play to" for "two plates"): with the committed words kept as the steps' prefix, the
+        espeak lecture came out 13.2-13.9 % wrong against 15.4-16.4 % (bench/README.md, tenth pass)."""
+        if committed[-1].word.rstrip()[-1:] in ".?!" or chunk.seconds > KEEP_S:
+            if (cut := self._cut_in_context(chunk)) is not None:  # never in a word: its halves would be heard as words
+                self._drop_to = cut
 
     def _cut_in_context(self, chunk: Chunk) -> float | None:
-        """Fluent speech with no pause after the committed words (espeak's commas): cut at the
-        softest point between two committed words `CONTEXT_S` or more before their end. Cut
-        right before the next word, Whisper heard that word wrong, and with 1.5 s kept still
-        the phrase after it ("several of them" as "central m"); decoded again, the words kept
-        are known as committed (`LocalAgreement.fresh`). Without these cuts steps grew to 13 s,
-        1.4 s of model time each, and words were committed 6-7 s late."""
+        """Cut at the softest point between two committed words `CONTEXT_S` or more before
+        their end (no VAD pause needed: espeak's commas have none). With 1.5 s kept, the phrase
+        after the cut came out wrong ("several of them" as "central m"). Without these cuts
+        steps grew to 13 s, 1.4 s of model time each, and words were committed 6-7 s late."""
         end = self._agreement.committed_end
         words = [w for w in self._agreement.committed if w.start > chunk.start]
         for before, after in reversed(list(zip(words, words[1:]))):
