@@ -69,21 +69,22 @@ class Chunk:
     def to_global(self, seconds: float) -> float:
         """Global time of a point `seconds` into the chunk's audio."""
         offset = seconds * RATE
-        base_offset, base_t = self.marks[0]
-        for mark_offset, mark_t in self.marks[1:]:
-            if mark_offset > offset:
-                break
-            base_offset, base_t = mark_offset, mark_t
+        base_offset, base_t = self._mark_before(offset, 0)
         return base_t + (offset - base_offset) / RATE
 
     def to_local(self, t: float) -> float:
         """Seconds into the chunk's audio of global time `t` (the inverse of `to_global`)."""
-        base_offset, base_t = self.marks[0]
-        for mark_offset, mark_t in self.marks[1:]:
-            if mark_t > t:
-                break
-            base_offset, base_t = mark_offset, mark_t
+        base_offset, base_t = self._mark_before(t, 1)
         return base_offset / RATE + t - base_t
+
+    def _mark_before(self, at: float, by: int) -> tuple[int, float]:
+        """The mark in force at `at`: a sample offset (`by` 0) or a global time (`by` 1)."""
+        base = self.marks[0]
+        for mark in self.marks[1:]:
+            if mark[by] > at:
+                break
+            base = mark
+        return base
 
     @property
     def start(self) -> float:
