@@ -50,7 +50,7 @@ NO_SPEECH_P = 0.6  # a step the model thinks silent (and whose text it doubts, `
 LOW_LOGPROB = -1.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # faster-whisper's: punctuation kept with the word after it
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # ... and with the word before it
-MAX_SAID_TOKENS = 200  # a step's prefix of committed text, at most (Whisper's limit for a prompt is 223)
+MAX_SAID_TOKENS = 200  # a longer prefix of committed text is not given (Whisper's limit for a prompt is 223)
 PIN_LANGUAGE_P = 0.8  # a detected language this sure is followed (and kept for the session)
 
 
@@ -307,7 +307,7 @@ class SpeechModel:
                               language=language)
         sot = whisper.get_prompt(tokenizer, [], without_timestamps=False)
         said = said or [Said()] * len(audios)
-        known = [tokenizer.encode(" " + s.text.strip())[:MAX_SAID_TOKENS] if s.text.strip() else [] for s in said]
+        known = [_said_tokens(tokenizer, s) for s in said]
         prompts = [sot + _closed_segment(tokenizer, tokens, s.until, whisper.time_precision)
                    for tokens, s in zip(known, said)]
         results = whisper.model.generate(
@@ -407,6 +407,13 @@ def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
     return (len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
             or find_loop([w.word for w in words]) is not None
             or seconds < SHORT_WINDOW_S and _repeats_back_to_back([w.word for w in words]))
+
+
+def _said_tokens(tokenizer: Tokenizer, said: Said) -> list[int]:
+    """The text tokens of a step's prefix; none when it is longer than Whisper takes (cut
+    short, its closing time would skip the words cut off)."""
+    tokens = tokenizer.encode(" " + said.text.strip()) if said.text.strip() else []
+    return tokens if len(tokens) <= MAX_SAID_TOKENS else []
 
 
 def _closed_segment(tokenizer: Tokenizer, tokens: list[int], until: float, precision: float) -> list[int]:
