@@ -118,6 +118,40 @@ def test_a_phrase_the_model_invents_in_silence_is_dropped_and_a_lone_early_word_
     assert kept[0].start == pytest.approx(101.9, abs=0.05)
 
 
+MADE_UP_TAILS = [  # what Whisper wrote after jfk's "Americans." in tests/test_screen.py (CI, and here)
+    [(0.0, 0.0, " I'm", 0.127), (0.0, 0.04, " going", 0.101), (0.04, 0.08, " to", 0.94),
+     (0.08, 0.08, " take", 0.043), (0.08, 0.1, " a", 0.561), (0.1, 0.32, " look", 0.364)],
+    [(0.0, 0.08, " I'm", 0.155), (0.08, 0.08, " gonna", 0.236), (0.08, 0.1, " get", 0.319),
+     (0.1, 0.24, " him.", 0.138)],
+    [(0.0, 0.06, " Okay.", 0.02)],
+]
+
+
+@pytest.mark.parametrize("tail", MADE_UP_TAILS, ids=["take-a-look", "get-him", "okay"])
+def test_words_made_up_after_the_speech_ended_are_dropped_from_a_chunks_final_text(tail):
+    # The VAD lags: it still hears speech where Whisper squeezes these words, just after the
+    # last real one. Over real audio and the real VAD: beckett's "Ever tried." (speech to
+    # 2.75 s), the chunk cut 0.25 s into the pause after it, as the chunker cuts.
+    audio = beckett()[: 3 * RATE].astype(np.float32) / 32768
+    chunk = Chunk(0, audio, [(0, 100.0)], True, StreamingVad().feed(audio).tolist())
+    assert chunk.ends_in_pause
+    said = [(1.9, 2.2, " Ever", 0.9), (2.2, 2.62, " tried.", 0.43)]  # unsure, but over 0.42 s: real
+    decoded = Decoded([Word(a, b, text, p) for a, b, text, p in said]
+                      + [Word(2.62 + a, 2.62 + b, text, p) for a, b, text, p in tail], "en", 1.0)
+    assert [w.word for w in Transcriber._words(chunk, decoded, final=True)] == [" Ever", " tried."]
+    # A step's audio goes on: its last words wait for agreement, none is dropped.
+    assert len(Transcriber._words(chunk, decoded)) == len(said) + len(tail)
+
+
+def test_a_chunk_cut_in_mid_word_keeps_its_last_word():
+    # A stop (or an outage) cuts the speech: the word cut short is unsure and squeezed too.
+    audio = beckett()[: int(2.5 * RATE)].astype(np.float32) / 32768
+    chunk = Chunk(0, audio, [(0, 100.0)], True, StreamingVad().feed(audio).tolist())
+    assert not chunk.ends_in_pause
+    decoded = Decoded([Word(1.9, 2.2, " Ever", 0.9), Word(2.44, 2.5, " tri", 0.05)], "en", 1.0)
+    assert [w.word for w in Transcriber._words(chunk, decoded, final=True)] == [" Ever", " tri"]
+
+
 def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):
     store = TranscriptStore(tmp_path)
     store.append(TranscriptLine(0, 1.0, 2.0, "hello", [], [0.0, 2.5]))

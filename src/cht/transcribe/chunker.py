@@ -54,6 +54,13 @@ class Chunk:
         a, b = int(start / WINDOW_S), int(end / WINDOW_S) + 1
         return b > len(self.probs) or max(self.probs[a:b]) >= SILENCE_P
 
+    @property
+    def ends_in_pause(self) -> bool:
+        """Did the speech end before the chunk (cut `TAIL_S` into a pause), or was it cut
+        mid-speech (a stop, an outage, a chunk grown to `max_s`)?"""
+        tail = round(TAIL_S / WINDOW_S)
+        return len(self.probs) >= tail and max(self.probs[-tail:]) < SILENCE_P
+
     def softest(self, start: float, end: float) -> float:
         """The global time of the quietest 10 ms of audio between global `start` and `end`
         (between two words, where the VAD hears no pause: a comma in fluent speech)."""

@@ -19,7 +19,6 @@ written. A pause still closes the chunk, whose final decode commits everything l
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import PIN_LANGUAGE_P, Decoded, Said
+from cht.transcribe.phantoms import drop_phantoms, made_up_tail
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word, merge
 
 log = logging.getLogger("cht.transcribe")
@@ -43,7 +43,6 @@ KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence
 CONTEXT_S = 2.5  # committed speech a trim keeps before the next words (1.5 s: more errors; 3 s: p95 6.5 s)
 STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
 STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
-PHANTOM_RUN = 2  # this many words in a row where the VAD hears no speech were invented by the model
 
 
 @dataclass
@@ -55,23 +54,6 @@ class TranscribeOptions:
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much
     live_index: bool = True  # keep transcript/index.json up to date while running
     language: str | None = None  # spoken language code; None: detected, then pinned
-
-
-def drop_phantoms(words: list[Word], heard: list[bool]) -> list[Word]:
-    """The words without runs of `PHANTOM_RUN` or more that the VAD heard no speech under.
-    Whisper invents phrases in silence: "i'm going to get the fuck out of here" was written
-    between jfk's "americans" and "ask not" (tests/test_screen.py, once in CI; its times were
-    not kept); steps heard "Like y'all." in the pause before "what your country". A lone
-    unheard word is kept: a real word timed a little before the VAD's onset ("Fail." in
-    beckett, at a step's end) looks the same."""
-    kept: list[Word] = []
-    for spoken, pairs in itertools.groupby(zip(words, heard), key=lambda pair: pair[1]):
-        run = [word for word, _ in pairs]
-        if spoken or len(run) < PHANTOM_RUN:
-            kept += run
-        else:
-            log.info("dropped words heard in silence at %.2f s:%s", run[0].start, "".join(w.word for w in run))
-    return kept
 
 
 def unsure(decoded: Decoded) -> bool:
@@ -264,7 +246,7 @@ class Transcriber:
                 self.busy_s += busy_s
                 self._pin(decoded, chunk)
                 self._flush_silence()
-                words = self._agreement.finish(self._words(chunk, decoded))
+                words = self._agreement.finish(self._words(chunk, decoded, final=True))
                 self._commit(self._piece(chunk, words, chunk.end, decoded.language))
                 self._piece_end = None
         except Exception as exc:  # a full disk, say: logged; the queue must move on
@@ -385,10 +367,12 @@ class Transcriber:
     # -- the lines --
 
     @staticmethod
-    def _words(chunk: Chunk, decoded: Decoded) -> list[Word]:
+    def _words(chunk: Chunk, decoded: Decoded, final: bool = False) -> list[Word]:
         """The decoded words on the global clock, starts moved to the VAD's onsets, without
-        phrases invented in silence (`drop_phantoms`)."""
-        mapped, heard = [], []
+        phrases invented in silence (`drop_phantoms`) nor, in a chunk's final decode when
+        it ends in a pause, after the speech (`made_up_tail`). Not in a step, nor in a
+        chunk cut mid-speech (a stop): its last word, cut short, looks made up and is not."""
+        mapped, heard, voiced = [], [], []
         limit = chunk.seconds
         for w in decoded.words:
             start, end = min(w.start, limit), min(max(w.end, w.start), limit)
@@ -396,6 +380,11 @@ class Transcriber:
             mapped.append(Word(round(chunk.to_global(start), 3), round(chunk.to_global(end), 3), w.word,
                                round(w.probability, 3)))
             heard.append(chunk.heard(start, end))
+            voiced.append(chunk.heard((start + end) / 2, (start + end) / 2))
+        if final and chunk.ends_in_pause and (made_up := made_up_tail(mapped, voiced)):
+            log.info("dropped words made up after the speech at %.2f s:%s", mapped[-made_up].start,
+                     "".join(w.word for w in mapped[-made_up:]))
+            del mapped[-made_up:], heard[-made_up:]
         return drop_phantoms(mapped, heard)
 
     def _span_start(self, chunk: Chunk) -> float:
