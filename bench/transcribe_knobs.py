@@ -4,8 +4,9 @@ which knob moves committed latency and WER, and by how much.
     python bench/transcribe_knobs.py [--programmes lecture,continuous] [base] agreement.MATURE_P=0.6 worker.CONTEXT_S=4 ...
 
 Each argument is `module.NAME=value` for a module of `cht.transcribe` (`base`: nothing
-changed); each is one live run per programme, fed as `bench/transcribe.py` feeds it, against
-the same offline reference. Rows as in bench/README.md's "Which knob" table.
+changed; a value with commas is a tuple: `model.STEP_WINDOWS_S=6,8,10,15,20,30`); each is one
+live run per programme, fed as `bench/transcribe.py` feeds it, against the same offline
+reference. Rows as in bench/README.md's "Which knob" table.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import SpeechModel, default_model_dir
 
 
-def knob(spec: str) -> tuple[object, str, float] | None:
+def knob(spec: str) -> tuple[object, str, float | tuple[float, ...]] | None:
     if spec == "base":
         return None
     name, _, value = spec.partition("=")
@@ -31,7 +32,7 @@ def knob(spec: str) -> tuple[object, str, float] | None:
         target = importlib.import_module(f"cht.transcribe.{module}") if module else None
         if target is None or not hasattr(target, attr):
             raise ImportError
-        return target, attr, float(value)
+        return target, attr, tuple(map(float, value.split(","))) if "," in value else float(value)
     except (ImportError, ValueError):
         raise SystemExit(f"{spec}: give module.NAME=value for a constant of cht.transcribe "
                          "(agreement.MATURE_P=0.8)") from None
