@@ -23,7 +23,7 @@ from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import SpeechModel, default_model_dir
 
 
-def knob(spec: str) -> tuple[object, str, float | tuple[float, ...]] | None:
+def knob(spec: str) -> tuple[object, str, float | int | tuple[float, ...]] | None:
     if spec == "base":
         return None
     name, _, value = spec.partition("=")
@@ -32,7 +32,8 @@ def knob(spec: str) -> tuple[object, str, float | tuple[float, ...]] | None:
         target = importlib.import_module(f"cht.transcribe.{module}") if module else None
         if target is None or not hasattr(target, attr):
             raise ImportError
-        return target, attr, tuple(map(float, value.split(","))) if "," in value else float(value)
+        number = int if value.lstrip("-").isdigit() else float  # a beam size must be an int
+        return target, attr, tuple(map(float, value.split(","))) if "," in value else number(value)
     except (ImportError, ValueError):
         raise SystemExit(f"{spec}: give module.NAME=value for a constant of cht.transcribe "
                          "(agreement.MATURE_P=0.8)") from None
