@@ -27,6 +27,7 @@ SILENCE_P = 0.35  # ... below which it is silence (hysteresis between the two)
 MIN_SPEECH_S = 0.2  # less speech than this in a chunk is a click, not a word
 LEAD_IN_S = 0.3  # silence kept before speech: onsets are soft
 TAIL_S = 0.2  # silence kept after the last speech in a chunk
+TAIL_WINDOWS = round(TAIL_S / WINDOW_S)  # ... in VAD windows
 JUMP_S = 0.02  # a stamp this far from the expected time gets a mark of its own
 GAP_S = 0.5  # a jump this long is an outage: the chunk ends there
 LONG_PAUSE_S = 1.0  # a pause this long ends a chunk however short: the phrase is over
@@ -58,8 +59,7 @@ class Chunk:
     def ends_in_pause(self) -> bool:
         """Did the speech end before the chunk (cut `TAIL_S` into a pause), or was it cut
         mid-speech (a stop, an outage, a chunk grown to `max_s`)?"""
-        tail = round(TAIL_S / WINDOW_S)
-        return len(self.probs) >= tail and max(self.probs[-tail:]) < SILENCE_P
+        return len(self.probs) >= TAIL_WINDOWS and max(self.probs[-TAIL_WINDOWS:]) < SILENCE_P
 
     def softest(self, start: float, end: float) -> float:
         """The global time of the quietest 10 ms of audio between global `start` and `end`
@@ -229,7 +229,6 @@ class Chunker:
         `pause_s` without speech, in the middle of the new audio or at its end (audio
         arrives a fragment at a time)."""
         need = round(self.policy.pause_s / WINDOW_S)
-        tail = round(TAIL_S / WINDOW_S)
         spoken = quiet_from = None
         for i, p in enumerate(probs):
             if p >= SILENCE_P:
@@ -240,7 +239,7 @@ class Chunker:
             if quiet_from is None:
                 quiet_from = i
             if spoken and i + 1 - quiet_from >= need:
-                cut = quiet_from + tail
+                cut = quiet_from + TAIL_WINDOWS
                 if cut * WINDOW_S >= self.policy.min_s or (i + 1 - quiet_from) * WINDOW_S >= LONG_PAUSE_S:
                     return cut
         return None

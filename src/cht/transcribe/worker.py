@@ -372,16 +372,17 @@ class Transcriber:
         phrases invented in silence (`drop_phantoms`) nor, in a chunk's final decode when
         it ends in a pause, after the speech (`made_up_tail`). Not in a step, nor in a
         chunk cut mid-speech (a stop): its last word, cut short, looks made up and is not."""
-        mapped, heard, voiced = [], [], []
+        mapped, spans = [], []
         limit = chunk.seconds
         for w in decoded.words:
             start, end = min(w.start, limit), min(max(w.end, w.start), limit)
             start = chunk.onset(start, end)
             mapped.append(Word(round(chunk.to_global(start), 3), round(chunk.to_global(end), 3), w.word,
                                round(w.probability, 3)))
-            heard.append(chunk.heard(start, end))
-            voiced.append(chunk.heard((start + end) / 2, (start + end) / 2))
-        if final and chunk.ends_in_pause and (made_up := made_up_tail(mapped, voiced)):
+            spans.append((start, end))
+        heard = [chunk.heard(start, end) for start, end in spans]
+        if final and chunk.ends_in_pause and (made_up := made_up_tail(
+                mapped, [chunk.heard((a + b) / 2, (a + b) / 2) for a, b in spans])):
             log.info("dropped words made up after the speech at %.2f s:%s", mapped[-made_up].start,
                      "".join(w.word for w in mapped[-made_up:]))
             del mapped[-made_up:], heard[-made_up:]
