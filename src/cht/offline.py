@@ -27,12 +27,16 @@ from cht.transcribe.worker import TranscribeOptions
 # Catch-up: no one waits, so no steps; chunks of 12-18 s get 15-20 s windows, which cost the
 # encoder half as much per audio second as the 30 s window Whisper was trained on (2 cores,
 # int8: 0.42 s for 20 s, 1.21 s for 30 s), so the engine batches them (one window size per
-# batch), greedy like live (bench: beam 5 cost twice as much for no better words); the repeat
-# guard catches the loops long windows invite. 12-18 s (with each window encoded on its own)
-# against 18-28 s: 12.2x against 8.0x real time on 126 s of espeak paragraphs, 12.9x against
-# 12.6x on 196 s of real clips (bench/README, `bench/transcribe.py --runs catch-up --tile 3`).
+# batch); the repeat guard catches the loops long windows invite. 12-18 s (with each window
+# encoded on its own) against 18-28 s: 12.2x against 8.0x real time on 126 s of espeak
+# paragraphs, 12.9x against 12.6x on 196 s of real clips (bench/README, `bench/transcribe.py
+# --runs catch-up --tile 3`). Beam 3, as live finals: greedy read the espeak lecture 14.4 %
+# wrong, 1-1.5 points worse than live; beam 3 11.2 %. A pause of 1-2 s does not end a chunk
+# here: jfk's "And so my fellow Americans," alone (2.9-3.5 s) looped at beam 3 and was decoded
+# three times; joined to what follows it is not, and beam 3 costs what greedy did (bench/README,
+# twelfth pass).
 OFFLINE_POLICY = ChunkPolicy(min_s=12.0, max_s=18.0, pause_s=0.3)
-OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=1,
+OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=3,
                                        live_index=False)
 
 

@@ -136,6 +136,7 @@ class Decoded:
     words: list[Word]
     language: str
     language_p: float  # how sure the model was of the language (1.0 when it was given)
+    heard: tuple[str, float] | None = None  # decoded in a given language: the one Whisper hears in the window, how sure
 
 
 def check_language(code: str | None) -> str | None:
@@ -203,9 +204,12 @@ class SpeechModel:
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
         decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
+        heard = self._heard()[0] if language is not None else None
         if _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, frames, beam_size, word_timestamps)
-        return self._with_the_rest(audio, decoded, beam_size)
+        decoded = self._with_the_rest(audio, decoded, beam_size)
+        decoded.heard = heard
+        return decoded
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """The language of one window and the model's probability for it (one encoder pass
@@ -218,7 +222,7 @@ class SpeechModel:
                             step: bool) -> Decoded | None:
         """A window decoded in one language, decoded again in another the model is sure it is
         in (its probability in `language_p`); None when there is no such language."""
-        language, p = self.detect_language(audio)
+        language, p = decoded.heard or self.detect_language(audio)
         if language == decoded.language or p < PIN_LANGUAGE_P:
             return None
         other = self.transcribe(audio, language=language, beam_size=beam_size, step=step)
@@ -226,18 +230,24 @@ class SpeechModel:
         return other
 
     def _again(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool) -> Decoded:
-        """A window whose words look like a loop, decoded again with the next larger window
-        (less silence after the speech: beckett's "ever tried, ever failed" loops in 10 s and
-        not in 15 s); one that still loops, or a full window, is decoded again in the full
-        window with Whisper's temperature fallback (3 s of beckett spliced across a recorder
-        restart looped in 10 s and 15 s alike: "tried ever fail ever fail ever tried ..."; the
-        fallback heard it right). Whatever still repeats keeps its first copy only."""
+        """A window whose words look like a loop, decoded again: greedy in the same window
+        when it was a beam search (beam 3 looped on jfk's "And so my fellow Americans," alone,
+        2.9-3.5 s, in 8-15 s windows, greedy did not: catch-up of the real clips went from 8
+        such retries in 29.7 s to 23.1 s); else with the next larger window (less silence
+        after the speech: beckett's "ever tried, ever failed" loops in 10 s and not in 15 s).
+        One that still loops is decoded again in the full window with Whisper's temperature
+        fallback (3 s of beckett spliced across a recorder restart looped in 10 s and 15 s
+        alike, greedy too: "tried ever fail ever fail ever tried ..."; the fallback heard it
+        right). Whatever still repeats keeps its first copy only."""
         self.retries += 1
+        seconds = len(audio) / SAMPLE_RATE
         larger = next((round(w * 100) for w in WINDOWS_S if round(w * 100) > frames), None)
         decoded = None
-        if larger is not None and larger < FULL_WINDOW_FRAMES:
+        if beam_size > 1:
+            decoded = self._decode(audio, language, frames, 1, word_timestamps, fallback=False)
+        elif larger is not None and larger < FULL_WINDOW_FRAMES:
             decoded = self._decode(audio, language, larger, beam_size, word_timestamps, fallback=False)
-        if decoded is None or _looks_like_a_loop(decoded.words, len(audio) / SAMPLE_RATE):
+        if decoded is None or _looks_like_a_loop(decoded.words, seconds):
             decoded = self._decode(audio, language, FULL_WINDOW_FRAMES, beam_size, word_timestamps, fallback=True)
         decoded.words = drop_loops(decoded.words, lambda w: w.word)
         return decoded
@@ -263,8 +273,9 @@ class SpeechModel:
         metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE} for a in audios]
         self._batched.last_speech_timestamp = 0.0
         outputs = self._batched.forward(features, tokenizer, metadata, options)
+        heard = self._heard()
         results = []
-        for audio, segments in zip(audios, outputs):
+        for audio, segments, window_heard in zip(audios, outputs, heard):
             words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
                      for segment in segments for w in segment.get("words") or []]
             words = [w for w in words if w.word.strip()]
@@ -275,7 +286,19 @@ class SpeechModel:
                 if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
                     decoded = self._again(audio, language, frames, beam_size, True)
                 results.append(self._with_the_rest(audio, decoded, beam_size))
+            results[-1].heard = results[-1].heard or window_heard
         return results
+
+    def _heard(self) -> list[tuple[str, float] | None]:
+        """The language Whisper hears in each window of the last encode, and its probability:
+        one decoder step on the encoder output the decode made. A chunk is decoded in the
+        session's language; whether its words then look doubtful says little at beam 3: French
+        decoded as English averaged 0.75 there (0.48 greedy), English chunks 0.64-0.95."""
+        whisper = self._model
+        encoded = whisper.last_encoded
+        if encoded is None or not whisper.model.is_multilingual:
+            return [None] * (1 if encoded is None else encoded.shape[0])
+        return [(ranked[0][0][2:-2], float(ranked[0][1])) for ranked in whisper.model.detect_language(encoded)]
 
     def _steps(self, audios: list[np.ndarray], language: str | None, said: list[Said] | None = None) -> list[Decoded]:
         """Streaming decodes (audio that may end mid-word), each window in one pass: one
@@ -459,6 +482,7 @@ def _batch_options(beam_size: int, max_new_tokens: int) -> TranscriptionOptions:
 
 class _ShortWindowWhisper(WhisperModel):
     encode_frames = 3000  # mel frames the encoder sees (100 a second)
+    last_encoded = None  # the last encoder output (`SpeechModel._heard`)
 
     def encode(self, features):
         """On a CPU the windows of a batch are encoded one at a time and only decoded
@@ -466,6 +490,8 @@ class _ShortWindowWhisper(WhisperModel):
         int8); the decoder is where a batch pays."""
         features = features[..., : self.encode_frames]
         if features.ndim == 3 and len(features) > 1 and self.model.device == "cpu":
-            return ctranslate2.StorageView.from_array(
+            self.last_encoded = ctranslate2.StorageView.from_array(
                 np.concatenate([np.asarray(super(_ShortWindowWhisper, self).encode(f)) for f in features]))
-        return super().encode(features)
+        else:
+            self.last_encoded = super().encode(features)
+        return self.last_encoded

@@ -57,9 +57,12 @@ class TranscribeOptions:
 
 
 def unsure(decoded: Decoded) -> bool:
-    """Words the model doubts: French decoded as English averaged 0.58 here, English 0.86."""
-    words = decoded.words
-    return bool(words) and sum(w.probability for w in words) / len(words) < DOUBT_P
+    """Is this window perhaps in another language than it was decoded in? Words the model
+    doubts (French decoded as English averaged 0.58 greedy, English 0.86), or Whisper sure it
+    hears another language (`Decoded.heard`: at beam 3, French decoded as English averaged 0.75)."""
+    words, heard = decoded.words, decoded.heard
+    return bool(words) and (sum(w.probability for w in words) / len(words) < DOUBT_P
+                            or heard is not None and heard[0] != decoded.language and heard[1] >= PIN_LANGUAGE_P)
 
 
 class Transcriber:
