@@ -57,6 +57,25 @@ def test_words_are_committed_when_two_consecutive_hypotheses_agree():
     assert agreement.pending == []
 
 
+def test_words_the_last_step_heard_before_a_pause_are_committed_as_the_chunk_closes():
+    """A closed chunk's final decode may take seconds (beckett's "ever tried, ever failed" alone
+    looped twice before the full window heard it): the last step's pending words before the
+    pause, heard with 0.3 s of audio after them and fairly sure, are committed first, once."""
+    agreement = LocalAgreement()
+    agreement.insert(words("ever tried ever"), 1.2)
+    assert texts(agreement.insert(words("ever tried ever failed"), 1.9)) == "ever tried ever"
+    assert texts(agreement.settle(2.0)) == "failed"
+    assert agreement.finish(words("ever tried ever failed")) == []  # the final adds nothing twice
+
+    barely, unsure = LocalAgreement(), LocalAgreement()
+    for state, last, heard_until in ((barely, words("ever failed"), 0.9), (unsure, words("ever failed"), 1.5)):
+        state.insert(last[:1], 0.5)
+        if state is unsure:
+            last[1] = Word(last[1].start, last[1].end, last[1].word, 0.5)
+        assert texts(state.insert(last, heard_until)) == "ever"
+        assert state.settle(2.0) == [], "heard 0.3 s after and at p 0.8, or left to the final"
+
+
 def test_a_committed_word_is_never_committed_again_after_the_buffer_was_trimmed():
     agreement = LocalAgreement()
     agreement.insert(*heard("ask not what your country"))

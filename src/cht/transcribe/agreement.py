@@ -56,6 +56,7 @@ MATURE_S = 2.0  # a word followed by this much audio in the decode that has it i
 MATURE_P = 0.8  # ... and the model's probability for it this high
 SETTLED_BY = 2  # a word heard two ways is settled when this many words after it agree
 EARLY_S = 1.0  # a decode whose words end this long before its audio stopped early (see `LocalAgreement.insert`)
+SETTLE_S = 0.3  # a pending word the last decode heard this much audio after is committed when the speech pauses
 RECENT = 200  # committed words remembered (where a trim may cut, and a step's prefix: `worker`)
 
 
@@ -85,6 +86,7 @@ class LocalAgreement:
     committed_end: float = float("-inf")  # global end of the last committed word
     committed: list[Word] = field(default_factory=list)  # the last `RECENT` committed words
     _previous: list[Word] = field(default_factory=list)  # the last hypothesis beyond what is committed
+    _heard_until: float = float("-inf")  # where the audio of the last hypothesis ended
 
     @property
     def pending(self) -> list[Word]:
@@ -110,7 +112,22 @@ class LocalAgreement:
         said_until = fresh[-1].end if fresh else self.committed_end
         if heard_until - said_until >= EARLY_S:  # stopped early: what the last decode heard after stays pending
             pending += [w for w in previous if w.start >= said_until - 0.05]
-        self._previous = pending
+        self._previous, self._heard_until = pending, heard_until
+        self._commit(committed)
+        return committed
+
+    def settle(self, paused_at: float) -> list[Word]:
+        """The speech paused at `paused_at` (its chunk closed): the pending words before it that
+        the last decode heard `SETTLE_S` of audio after, at `MATURE_P`, are committed now. A
+        chunk's final decode commits them too, but may take seconds: beckett's "ever tried,
+        ever failed" alone (3.4 s) looped at beam 3 and greedy before the full window heard it
+        right, and "failed", pending since the last step, was written 5.1-6.8 s after it was
+        said (tests/test_streaming_commit.py, on a slow host)."""
+        n = 0
+        while (n < len(self._previous) and self._previous[n].end <= paused_at
+               and self._heard_until - self._previous[n].end >= SETTLE_S and self._previous[n].p >= MATURE_P):
+            n += 1
+        committed, self._previous = self._previous[:n], self._previous[n:]
         self._commit(committed)
         return committed
 

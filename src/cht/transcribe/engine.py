@@ -199,6 +199,8 @@ class SpeechEngine:
 
     def _run_batch(self, batch: _Batch) -> None:
         speech = [(client, chunk) for client, chunk in batch.items if chunk.speech]
+        for client, chunk in speech:
+            client.settle(chunk)  # the steps' words before the chunk's pause, before its decode
         results: dict[int, Decoded | None] = {}
         began = time.perf_counter()
         if speech:

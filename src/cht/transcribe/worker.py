@@ -296,6 +296,22 @@ class Transcriber:
                 self._stepping = False
                 self._cond.notify_all()
 
+    @in_own_session
+    def settle(self, chunk: Chunk) -> None:
+        """The engine is about to decode this closed chunk: what the steps heard before its
+        pause is committed first (`LocalAgreement.settle`)."""
+        if self._abandon or self.language is None or not chunk.ends_in_pause:
+            return
+        try:
+            words = self._agreement.settle(chunk.end)
+            if words:
+                self._flush_silence()
+                self._commit(self._piece(chunk, words, words[-1].end, self.language))
+                self._piece_end = words[-1].end
+        except Exception as exc:  # a full disk, say: the chunk's final decode commits them
+            log.error("writing words heard before a pause at %.1f s failed: %s", chunk.end, exc,
+                      exc_info=not isinstance(exc, OSError))
+
     def said_in(self, chunk: Chunk) -> Said:
         """The committed words at the start of a step's audio (a trim keeps some as context):
         the decoder's prefix (`SpeechModel._steps`)."""
