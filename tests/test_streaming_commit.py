@@ -75,6 +75,12 @@ def test_words_the_last_step_heard_before_a_pause_are_committed_as_the_chunk_clo
         assert texts(state.insert(last, heard_until)) == "ever"
         assert state.settle(2.0) == [], "heard 0.3 s after and at p 0.8, or left to the final"
 
+    looped = LocalAgreement()  # steps looping on beckett: the loop's tail is left to the final
+    looped.insert(words("ever tried ever failed ever tried ever"), 3.1)
+    looped.insert(words("ever tried ever failed ever tried ever failed ever"), 4.0)
+    assert texts(looped.committed) == "ever tried ever failed ever tried ever"
+    assert texts(looped.pending) == "failed ever" and looped.settle(4.5) == []
+
 
 def test_a_committed_word_is_never_committed_again_after_the_buffer_was_trimmed():
     agreement = LocalAgreement()

@@ -57,6 +57,7 @@ MATURE_P = 0.8  # ... and the model's probability for it this high
 SETTLED_BY = 2  # a word heard two ways is settled when this many words after it agree
 EARLY_S = 1.0  # a decode whose words end this long before its audio stopped early (see `LocalAgreement.insert`)
 SETTLE_S = 0.3  # a pending word the last decode heard this much audio after is committed when the speech pauses
+SETTLE_LOOKBACK = 6  # ... unless it and the committed words before it repeat a phrase back to back
 RECENT = 200  # committed words remembered (where a trim may cut, and a step's prefix: `worker`)
 
 
@@ -122,7 +123,14 @@ class LocalAgreement:
         chunk's final decode commits them too, but may take seconds: beckett's "ever tried,
         ever failed" alone (3.4 s) looped at beam 3 and greedy before the full window heard it
         right, and "failed", pending since the last step, was written 5.1-6.8 s after it was
-        said (tests/test_streaming_commit.py, on a slow host)."""
+        said (tests/test_streaming_commit.py, on a slow host). Not from a hypothesis that
+        repeats a phrase back to back with what was committed: steps looped on beckett ("ever
+        tried ever failed ever tried ever failed ever", copies of four words, under the loop
+        guard's five), and its tail was committed so."""
+        recent = keys(self.committed[-2 * SETTLE_LOOKBACK:] + self._previous)
+        if any(recent[i:i + n] == recent[i + n:i + 2 * n]
+               for n in range(2, len(recent) // 2 + 1) for i in range(len(recent) - 2 * n + 1)):
+            return []
         n = 0
         while (n < len(self._previous) and self._previous[n].end <= paused_at
                and self._heard_until - self._previous[n].end >= SETTLE_S and self._previous[n].p >= MATURE_P):
