@@ -31,10 +31,8 @@ from cht.transcribe.worker import TranscribeOptions
 # encoded on its own) against 18-28 s: 12.2x against 8.0x real time on 126 s of espeak
 # paragraphs, 12.9x against 12.6x on 196 s of real clips (bench/README, `bench/transcribe.py
 # --runs catch-up --tile 3`). Beam 3, as live finals: greedy read the espeak lecture 14.4 %
-# wrong, 1-1.5 points worse than live; beam 3 11.2 %. A pause of 1-2 s does not end a chunk
-# here: jfk's "And so my fellow Americans," alone (2.9-3.5 s) looped at beam 3 and was decoded
-# three times; joined to what follows it is not, and beam 3 costs what greedy did (bench/README,
-# twelfth pass).
+# wrong, 1-1.5 points worse than live; beam 3 11.2 %, at 0.26-0.51x faster-whisper's own
+# time once a loop is decoded again greedy first (`SpeechModel._again`; bench/README, twelfth pass).
 OFFLINE_POLICY = ChunkPolicy(min_s=12.0, max_s=18.0, pause_s=0.3)
 OFFLINE_TRANSCRIBE = TranscribeOptions(OFFLINE_POLICY, step_s=None, max_queue_s=120.0, beam_size=3,
                                        live_index=False)

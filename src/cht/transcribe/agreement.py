@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cht.transcribe.repeats import key
+from cht.transcribe.repeats import key, repeats_back_to_back
 from cht.transcribe.store import Word
 
 BEFORE_S = 0.25  # a word starting this long before the committed end was already committed
@@ -57,7 +57,7 @@ MATURE_P = 0.8  # ... and the model's probability for it this high
 SETTLED_BY = 2  # a word heard two ways is settled when this many words after it agree
 EARLY_S = 1.0  # a decode whose words end this long before its audio stopped early (see `LocalAgreement.insert`)
 SETTLE_S = 0.3  # a pending word the last decode heard this much audio after is committed when the speech pauses
-SETTLE_LOOKBACK = 6  # ... unless it and the committed words before it repeat a phrase back to back
+SETTLE_LOOKBACK = 12  # ... unless it and this many committed words before it repeat a phrase back to back
 RECENT = 200  # committed words remembered (where a trim may cut, and a step's prefix: `worker`)
 
 
@@ -127,9 +127,7 @@ class LocalAgreement:
         repeats a phrase back to back with what was committed: steps looped on beckett ("ever
         tried ever failed ever tried ever failed ever", copies of four words, under the loop
         guard's five), and its tail was committed so."""
-        recent = keys(self.committed[-2 * SETTLE_LOOKBACK:] + self._previous)
-        if any(recent[i:i + n] == recent[i + n:i + 2 * n]
-               for n in range(2, len(recent) // 2 + 1) for i in range(len(recent) - 2 * n + 1)):
+        if repeats_back_to_back([w.word for w in self.committed[-SETTLE_LOOKBACK:] + self._previous]):
             return []
         n = 0
         while (n < len(self._previous) and self._previous[n].end <= paused_at

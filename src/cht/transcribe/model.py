@@ -25,7 +25,7 @@ from faster_whisper.transcribe import (BatchedInferencePipeline, TranscriptionOp
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
-from cht.transcribe.repeats import drop_loops, find_loop, key
+from cht.transcribe.repeats import drop_loops, find_loop, repeats_back_to_back
 
 log = logging.getLogger("cht.transcribe")
 
@@ -233,7 +233,7 @@ class SpeechModel:
         """A window whose words look like a loop, decoded again: greedy in the same window
         when it was a beam search (beam 3 looped on jfk's "And so my fellow Americans," alone,
         2.9-3.5 s, in 8-15 s windows, greedy did not: catch-up of the real clips went from 8
-        such retries in 29.7 s to 23.1 s); else with the next larger window (less silence
+        such retries in 29.7 s to 23.1-27.1 s); else with the next larger window (less silence
         after the speech: beckett's "ever tried, ever failed" loops in 10 s and not in 15 s).
         One that still loops is decoded again in the full window with Whisper's temperature
         fallback (3 s of beckett spliced across a recorder restart looped in 10 s and 15 s
@@ -429,7 +429,7 @@ def _looks_like_a_loop(words: list[Word], seconds: float) -> bool:
     text = "".join(w.word for w in words)
     return (len(words) > MAX_WORDS_PER_S * max(seconds, 1.0) or get_compression_ratio(text) > COMPRESSION_RATIO
             or find_loop([w.word for w in words]) is not None
-            or seconds < SHORT_WINDOW_S and _repeats_back_to_back([w.word for w in words]))
+            or seconds < SHORT_WINDOW_S and repeats_back_to_back([w.word for w in words]))
 
 
 def _said_tokens(tokenizer: Tokenizer, said: Said) -> list[int]:
@@ -458,10 +458,6 @@ def _after_text(words: list[Word], chars: int) -> list[Word]:
     return []
 
 
-def _repeats_back_to_back(words: list[str], shortest: int = 2) -> bool:
-    keys = [key(w) for w in words]
-    return any(keys[i:i + n] == keys[i + n:i + 2 * n]
-               for n in range(shortest, len(keys) // 2 + 1) for i in range(len(keys) - 2 * n + 1))
 
 
 

@@ -52,6 +52,14 @@ def find_loop(words: Sequence[str]) -> tuple[int, int] | None:
     return None
 
 
+def repeats_back_to_back(words: Sequence[str], shortest: int = 2) -> bool:
+    """Is a phrase of `shortest` words or more said twice in a row? (In a short window, or at
+    a step's tail, that is a loop too short for `find_loop`: "ever tried ever failed" twice.)"""
+    keys = [key(w) for w in words]
+    return any(keys[i:i + n] == keys[i + n:i + 2 * n]
+               for n in range(shortest, len(keys) // 2 + 1) for i in range(len(keys) - 2 * n + 1))
+
+
 def drop_loops(items: list[T], word=lambda x: x) -> list[T]:
     """`items` with the extra copies of every loop removed (`word` gives an item's text)."""
     out = list(items)
