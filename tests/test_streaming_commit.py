@@ -82,6 +82,23 @@ def test_words_the_last_step_heard_before_a_pause_are_committed_as_the_chunk_clo
     assert texts(looped.pending) == "failed ever" and looped.settle(4.5) == []
 
 
+def test_words_a_step_squeezed_into_no_time_at_its_audio_end_are_not_agreed_on():
+    """A step of beckett whose audio ended on "failed" ran on past it, each extra word at 2.94-2.94 s
+    (Whisper base, beam 3, 0.3 s of silence before the speech): a loop of copies too short for the
+    loop guard. Two such steps agree on the loop's first word; it was not heard, so it waits."""
+    said = [Word(0.0, 0.78, " ever", 0.28), Word(0.78, 1.26, " tried", 0.98), Word(1.26, 2.32, " ever", 0.57),
+            Word(2.32, 2.94, " failed", 0.99)]
+
+    def step(run_on: str, heard_until: float) -> list[Word]:
+        return said + [Word(heard_until, heard_until, f" {w}", 0.9) for w in run_on.split()]
+
+    agreement = LocalAgreement()
+    agreement.insert(step("ever failed ever failed ever tried ever failed", 2.94), 2.94)
+    assert texts(agreement.insert(step("ever tried ever failed", 3.94), 3.94)) == "ever tried ever failed"
+    assert agreement.finish(said) == [], "the chunk's final decode adds nothing twice"
+    assert texts(agreement.committed) == "ever tried ever failed"
+
+
 def test_a_committed_word_is_never_committed_again_after_the_buffer_was_trimmed():
     agreement = LocalAgreement()
     agreement.insert(*heard("ask not what your country"))
