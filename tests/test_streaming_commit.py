@@ -509,6 +509,18 @@ def test_a_speaker_moving_from_english_to_french_is_followed(tmp_path):
         assert "france" in text and "histoire" in text, text
 
 
+def test_the_language_whisper_hears_is_found_only_for_a_session_that_follows_its_speaker():
+    """One decoder step a batch (a tenth of a second on 2 cores) that a session given its
+    language never uses."""
+    speech = np.concatenate([np.zeros(RATE // 2, np.float32), beckett().astype(np.float32) / 32768])
+    model = engine().model
+    followed = model.transcribe_batch([speech, speech], language="en", beam_size=1)
+    assert [d.heard[0] for d in followed] == ["en", "en"], [d.heard for d in followed]
+    given = model.transcribe_batch([speech, speech], language="en", beam_size=1, hear=False)
+    assert [d.heard for d in given] == [None, None]
+    assert [[w.word for w in d.words] for d in given] == [[w.word for w in d.words] for d in followed]
+
+
 def espeak(text: str, voice: str) -> np.ndarray:
     import subprocess
     import tempfile

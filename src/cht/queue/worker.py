@@ -52,7 +52,7 @@ def decode(model: SpeechModel, job: Job) -> Decoded:
     session following a detected language gets the window in another one only when the model
     doubts the words and is sure of the other language."""
     decoded = model.transcribe(job.audio, language=job.language, beam_size=job.beam_size, step=job.step,
-                               said=job.said)
+                               said=job.said, hear=job.may_doubt)
     if job.may_doubt and unsure(decoded):
         decoded = model.in_another_language(job.audio, decoded, beam_size=job.beam_size, step=job.step) or decoded
     release_free_memory()  # the decode's buffers, kept by glibc otherwise (cht.memory)

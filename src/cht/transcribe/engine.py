@@ -206,11 +206,12 @@ class SpeechEngine:
         if speech:
             try:
                 audios = [chunk.audio for _, chunk in speech]
+                hear = any(client.may_doubt(chunk) for client, chunk in speech)  # see `Transcriber.doubts`
                 if batch.language is None:  # detected: a window on its own (see `_fits`)
                     decoded = [self.model.transcribe(audios[0], language=None, beam_size=batch.beam_size)]
                 else:
                     decoded = self.model.transcribe_batch(audios, language=batch.language,
-                                                          beam_size=batch.beam_size)
+                                                          beam_size=batch.beam_size, hear=hear)
                 decoded = [self._language_checked(client, chunk, d, batch.beam_size, False)
                            for (client, chunk), d in zip(speech, decoded)]
                 results = {id(chunk): d for (_, chunk), d in zip(speech, decoded)}

@@ -192,19 +192,22 @@ class SpeechModel:
                              "or use --device cpu") from None
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, beam_size: int = 5,
-                   word_timestamps: bool = True, step: bool = False, said: Said | None = None) -> Decoded:
+                   word_timestamps: bool = True, step: bool = False, said: Said | None = None,
+                   hear: bool = True) -> Decoded:
         """Words (times from the window's start) and the language of one window of float32
         PCM at 16 kHz (at most 30 s); `language` None: detected. Decoded once, without the
         temperature fallback (as in a batch); a result that looks like a loop is decoded again
         with a larger window, and the audio after text that ended early on its own. A `step`
         (a streaming decode of audio that may end mid-word) has a small beam and is never decoded again
-        (agreement will not commit a loop): its extra copies are dropped; `said`: see `_steps`."""
+        (agreement will not commit a loop): its extra copies are dropped; `said`: see `_steps`.
+        `hear`: find the language Whisper hears in a window decoded in a given one (`_heard`),
+        for a session that follows its speaker's language."""
         if step:
             return self._steps([audio], language, [said or Said()])[0]
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
         decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
-        heard = self._heard()[0] if language is not None else None
+        heard = self._heard()[0] if language is not None and hear else None
         if _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, frames, beam_size, word_timestamps)
         decoded = self._with_the_rest(audio, decoded, beam_size)
@@ -225,7 +228,7 @@ class SpeechModel:
         language, p = decoded.heard or self.detect_language(audio)
         if language == decoded.language or p < PIN_LANGUAGE_P:
             return None
-        other = self.transcribe(audio, language=language, beam_size=beam_size, step=step)
+        other = self.transcribe(audio, language=language, beam_size=beam_size, step=step, hear=False)
         other.language_p = p
         return other
 
@@ -253,7 +256,7 @@ class SpeechModel:
         return decoded
 
     def transcribe_batch(self, audios: list[np.ndarray], *, language: str, beam_size: int = 1,
-                         step: bool = False, said: list[Said] | None = None) -> list[Decoded]:
+                         step: bool = False, said: list[Said] | None = None, hear: bool = True) -> list[Decoded]:
         """Windows in one language decoded in one call (CTranslate2 encodes and decodes them as
         one batch: cheaper per window than one call each). One window alone is decoded by
         `transcribe`, which goes on after an early end of text: through the batch path a 28 s
@@ -263,7 +266,7 @@ class SpeechModel:
         if step:
             return self._steps(audios, language, said)
         if len(audios) == 1:
-            return [self.transcribe(audios[0], language=language, beam_size=beam_size)]
+            return [self.transcribe(audios[0], language=language, beam_size=beam_size, hear=hear)]
         longest = max(len(a) for a in audios) / SAMPLE_RATE
         frames = self._model.encode_frames = _window_frames(longest)
         features = np.stack([pad_or_trim(self._model.feature_extractor(a)[..., :-1]) for a in audios])
@@ -273,14 +276,14 @@ class SpeechModel:
         metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE} for a in audios]
         self._batched.last_speech_timestamp = 0.0
         outputs = self._batched.forward(features, tokenizer, metadata, options)
-        heard = self._heard()
+        heard = self._heard() if hear else [None] * len(audios)
         results = []
         for audio, segments, window_heard in zip(audios, outputs, heard):
             words = [Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
                      for segment in segments for w in segment.get("words") or []]
             words = [w for w in words if w.word.strip()]
             if not words:  # nothing at all: as a window alone
-                results.append(self.transcribe(audio, language=language, beam_size=beam_size))
+                results.append(self.transcribe(audio, language=language, beam_size=beam_size, hear=hear))
             else:
                 decoded = Decoded(words, language, 1.0)
                 if _looks_like_a_loop(words, len(audio) / SAMPLE_RATE):
@@ -293,7 +296,8 @@ class SpeechModel:
         """The language Whisper hears in each window of the last encode, and its probability:
         one decoder step on the encoder output the decode made. A chunk is decoded in the
         session's language; whether its words then look doubtful says little at beam 3: French
-        decoded as English averaged 0.75 there (0.48 greedy), English chunks 0.64-0.95."""
+        decoded as English averaged 0.75 there (0.48 greedy), English chunks 0.64-0.95. A
+        tenth of a second a batch (2 cores): not asked for where the language was given."""
         whisper = self._model
         encoded = whisper.last_encoded
         if encoded is None or not whisper.model.is_multilingual:
@@ -377,7 +381,7 @@ class SpeechModel:
             return decoded
         self.retries += 1
         rest = self.transcribe(audio[int(said_until * SAMPLE_RATE):], language=decoded.language,
-                               beam_size=beam_size)
+                               beam_size=beam_size, hear=False)
         decoded.words += [Word(w.start + said_until, w.end + said_until, w.word, w.probability) for w in rest.words]
         return decoded
 
