@@ -486,6 +486,21 @@ def test_an_outage_and_a_stop_in_mid_sentence_lose_and_repeat_nothing(tmp_path):
     assert spans[-1][1] == pytest.approx(end, abs=0.05), "the end after the stop is covered"
 
 
+def test_catch_up_decodes_a_phrase_alone_between_long_pauses_without_a_loop(tmp_path):
+    """jfk's "And so my fellow Americans," closes a catch-up chunk at its 1.1 s pause: alone in
+    a window of mostly silence, beam 3 ran on ("... Americans, and so my fellow Americans, and
+    so ...") and the window was decoded twice. Such a short chunk is decoded greedy."""
+    model = engine().model
+    retries = model.retries
+    _, _, lines = transcribe(tmp_path, joined([clip(JFK), beckett().astype(np.float32) / 32768]),
+                             OFFLINE_TRANSCRIBE, live=False)
+    assert [line.text for line in lines if line.text][0] == "And so my fellow Americans.", lines
+    said = [norm(w.word) for line in lines for w in line.words if norm(w.word)]
+    assert said == ("and so my fellow americans ask not what your country can do for you ask what you can "
+                    "do for your country ever tried ever failed no matter try again fail again fail better").split(), said
+    assert model.retries == retries, "a window decoded again"
+
+
 @SLOW
 def test_a_speaker_moving_from_english_to_french_is_followed(tmp_path):
     assert shutil.which("espeak-ng"), "espeak-ng is needed: scripts/test installs it (apt-get install espeak-ng)"

@@ -117,7 +117,7 @@ class QueueEngine:
                                 client.language)
                 pending.append(item)
                 if chunk.speech:
-                    sends.append((client, Job(item.key, chunk.audio, client.language, client.beam_size,
+                    sends.append((client, Job(item.key, chunk.audio, client.language, client.beam_for(chunk),
                                               client.may_doubt(chunk), False, f"{q.RESULT_SUBJECT}.{self.id}")))
             step = self._steps.get(id(client), False)
             if step is False and client.peek_draft() is not None:

@@ -120,9 +120,11 @@ class SpeechEngine:
                 if chunk is None:
                     continue
                 if batch is None:
-                    batch = _Batch(client.language, client.beam_size)
+                    batch = _Batch(client.language, client.beam_for(chunk))
                 if chunk.speech and not self._fits(batch, client, chunk):
                     continue
+                if chunk.speech and not self._speech_items(batch):
+                    batch.beam_size = client.beam_for(chunk)  # silence is not decoded: its beam is no one's
                 client.take()
                 batch.items.append((client, chunk))
                 added = True
@@ -185,11 +187,11 @@ class SpeechEngine:
     def _fits(self, batch: _Batch, client: Transcriber, chunk: Chunk) -> bool:
         speech = self._speech_items(batch)
         if not speech:
-            return client.language == batch.language and client.beam_size == batch.beam_size
+            return client.language == batch.language
         if batch.language is None:  # the language is being detected: a window on its own
             return False
         first = next(c for _, c in batch.items if c.speech)
-        return (client.language == batch.language and client.beam_size == batch.beam_size
+        return (client.language == batch.language and client.beam_for(chunk) == batch.beam_size
                 and window_s(chunk.seconds) == window_s(first.seconds)
                 and speech < self.max_batch and batch.audio_s + chunk.seconds <= MAX_BATCH_AUDIO_S)
 

@@ -43,6 +43,7 @@ KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence
 CONTEXT_S = 2.5  # committed speech a trim keeps before the next words (1.5 s: more errors; 3 s: p95 6.5 s)
 STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
 STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
+SHORT_CHUNK_S = 6.0  # without steps (catch-up), a chunk shorter than this is decoded greedy (`beam_for`)
 
 
 @dataclass
@@ -217,6 +218,14 @@ class Transcriber:
     _stepped_end = float("-inf")  # global end of the audio the last step was asked for
 
     # -- what the engine calls (under its lock: peek, take, take_draft) --
+
+    def beam_for(self, chunk: Chunk) -> int:
+        """The beam a closed chunk is decoded with. Catch-up decodes a short chunk (a phrase
+        between long pauses, alone in a window of mostly silence) greedy: at beam 3 jfk's "And
+        so my fellow Americans," (2.9-5 s) ran on "and so my fellow Americans, and so ..." in
+        6-15 s windows, where greedy did not, and each such loop was decoded twice. Live
+        finals keep their beam: their steps committed most of the words already."""
+        return 1 if self.options.step_s is None and chunk.seconds < SHORT_CHUNK_S else self.beam_size
 
     def peek(self) -> Chunk | None:
         """The next final chunk not yet taken, if any."""
