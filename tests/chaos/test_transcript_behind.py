@@ -40,7 +40,7 @@ def test_transcriber_five_minutes_behind(tmp_path):
     bus = ev.EventBus()
     reported: list[float] = []
     bus.subscribe(lambda e: isinstance(e, ev.TranscriptLag) and reported.append(e.lag_s))
-    slow = SpeechEngine(SlowModel(engine().model, extra_s=6.0))
+    slow = SpeechEngine(SlowModel(engine().model, extra_s=3.0))
     rec = live_recording(session, str(src), bus, tmp_path / "cache", speech=slow, fast=True,
                          stages=("waveform", "transcript"))
     lags, rss = [], []
