@@ -462,9 +462,6 @@ def _after_text(words: list[Word], chars: int) -> list[Word]:
     return []
 
 
-
-
-
 def _batch_options(beam_size: int, max_new_tokens: int) -> TranscriptionOptions:
     """faster-whisper's defaults for a batch, greedy or beam, word times on, and timestamp
     tokens on: without them, short windows in a batch looped (measured: 4 of 7 chunks)."""
