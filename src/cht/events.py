@@ -129,8 +129,12 @@ Listener = Callable[[Event], None]
 class EventBus:
     """Synchronous fan-out with sequence numbers and a short replay buffer.
 
-    Listeners run in the publisher's thread and must be quick; one that raises is logged
-    and does not stop the others. The replay buffer only bridges a page's reconnect (a page
+    Listeners see every event in sequence order, run in a publisher's thread and must be
+    quick; one that raises is logged and does not stop the others. Numbering and delivery
+    were two steps: two threads publishing at once could deliver 102 before 101, and a page's
+    stream, which skips what it has seen by number, lost 101 (a capture's thumbnail and text,
+    tests/test_ocr.py, once in a full suite). Now a thread that publishes while another is
+    delivering leaves its event to that one, which delivers it next. The replay buffer only bridges a page's reconnect (a page
     away longer is told to resync and reloads from the files): 2,000 events are about a
     minute of a live session (~27 a second, mostly waveform), ~0.6 MiB. It held 10,000, and
     filling them took ~3 MiB over a session's first 6 minutes (tracemalloc).
@@ -141,6 +145,8 @@ class EventBus:
         self._seq = 0
         self._listeners: list[Listener] = []
         self._history: deque[Event] = deque(maxlen=history)
+        self._undelivered: deque[Event] = deque()
+        self._delivering = False
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         with self._lock:
@@ -158,13 +164,27 @@ class EventBus:
             self._seq += 1
             event.seq = self._seq
             self._history.append(event)
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed on %s", event.name)
-        return event
+            self._undelivered.append(event)
+            if self._delivering:
+                return event  # the thread delivering delivers it, after the ones before it
+            self._delivering = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._undelivered:
+                        self._delivering = False  # in the same hold: a publisher after this delivers its own
+                        return event
+                    next_event = self._undelivered.popleft()
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    try:
+                        listener(next_event)
+                    except Exception:
+                        log.exception("event listener failed on %s", next_event.name)
+        except BaseException:  # a listener's KeyboardInterrupt, say: the next publisher delivers the rest
+            with self._lock:
+                self._delivering = False
+            raise
 
     @property
     def last_seq(self) -> int:

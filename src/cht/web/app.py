@@ -115,13 +115,16 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
     def api_session(session_id: str) -> dict:
         sess = session(session_id)
         live = state.live.get(session_id)
+        # The event number first, the files after: every event up to it is in them (each stage
+        # writes before it publishes), so the page's replay from it misses nothing.
+        seq = live.bus.last_seq if live else 0
         manifest = live.manifest() if live and live.manifest else sess.current_manifest()
         slides = read_ocr(sess.root)
         text = {s.file: s.text for s in slides}
         return {
             "manifest": manifest.to_dict(),
             "live": live is not None,
-            "seq": live.bus.last_seq if live else 0,
+            "seq": seq,
             "frames": [{"t": f.t, "kind": f.kind, "url": f"/media/{session_id}/frames/{Path(f.file).name}",
                         "thumb": f"/media/{session_id}/frames/{Path(f.thumb).name}", "text": text.get(f.file, "")}
                        for f in read_frames(sess.root)],
