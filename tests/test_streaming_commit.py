@@ -501,6 +501,19 @@ def test_catch_up_decodes_a_phrase_alone_between_long_pauses_without_a_loop(tmp_
     assert model.retries == retries, "a window decoded again"
 
 
+def test_a_short_chunk_is_decoded_greedy_live_as_in_catch_up(tmp_path):
+    """Its beam-3 loops were decoded again while the words after it waited (`beam_for`)."""
+    from cht.transcribe.chunker import Chunk
+    from cht.transcribe.engine import SpeechEngine
+
+    beams = {}
+    for name, options in (("live", TranscribeOptions(language="en")), ("catch-up", OFFLINE_TRANSCRIBE)):
+        transcriber = Transcriber(SpeechEngine(None), TranscriptStore(tmp_path / name), ev.EventBus(), options)
+        beams[name] = [transcriber.beam_for(Chunk(0, np.zeros(int(s * RATE), np.float32), [(0, 0.0)], True))
+                       for s in (4.0, 8.0)]
+    assert beams == {"live": [1, 3], "catch-up": [1, 3]}
+
+
 @SLOW
 def test_a_speaker_moving_from_english_to_french_is_followed(tmp_path):
     assert shutil.which("espeak-ng"), "espeak-ng is needed: scripts/test installs it (apt-get install espeak-ng)"
