@@ -31,7 +31,6 @@ from cht.config import (RecordOptions, SceneOptions, default_cache_dir, default_
 from cht.console import RecordingView, fmt_bytes, fmt_time
 from cht.control import request as control_request
 from cht.errors import ChtError, SessionError
-from cht.index.export import export as export_session
 from cht.index.live import follow as index_lines_of, reindex_all, reindex_session
 from cht.index.query import parse as parse_query
 from cht.index.search import MARK_END, MARK_START, SearchIndex
@@ -39,7 +38,6 @@ from cht.lifecycle import source_label
 from cht.ingest.endpoints import __doc__ as ENDPOINTS_DOC
 from cht.record.sources import HELP as SOURCE_HELP
 from cht.record.sources import parse_source
-from cht.recording import build_recording
 from cht.session import Session, check_id, list_sessions
 
 LISTEN_HELP = ENDPOINTS_DOC.split("\n\n")[1] + "\n"
@@ -190,6 +188,8 @@ def _record(source_spec: str, *, session_id: str | None, append: bool, fast: boo
     if append_to is None:
         session = Session.create(data_dir, session_id)
     bus = ev.EventBus()
+    from cht.recording import build_recording  # the recorder, stages and model: not for `cht sessions`
+
     recording = build_recording(session, source, options, bus, cache_dir=data_dir / "cache", stages=stages,
                                 config=config, append_to=append_to)
     if source.kind == "listen":
@@ -776,6 +776,8 @@ def export(
     per_segment: bool = typer.Option(False, "--per-segment", help="Subtitles: one file per segment, on its clock."),
 ) -> None:
     session = Session.open(State.data_dir, session_id)
+    from cht.index.export import export as export_session
+
     written = export_session(session, fmt.lower(), output, per_segment=per_segment)
     for path in written:
         if path.suffix in (".md", ".srt", ".vtt", ".txt", ".json"):

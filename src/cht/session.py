@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-import av
 from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
 
 from cht.errors import SessionError
@@ -227,6 +226,8 @@ def segment_index(path: Path) -> int | None:
 
 
 def read_segment_metadata(path: Path) -> dict[str, str]:
+    import av  # PyAV loads FFmpeg's libraries: only when a file is probed
+
     try:
         with av.open(str(path)) as container:
             return dict(container.metadata)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import av
 
 from cht.errors import SourceError
 
@@ -79,6 +78,8 @@ class MediaInfo:
 
 def probe_file(path: Path) -> MediaInfo:
     """Open a media file in-process; a SourceError says why it cannot be recorded."""
+    import av  # FFmpeg's libraries load only when a file is opened: not for every `cht` command
+
     try:
         with av.open(str(path)) as container:
             has_video = any(s.type == "video" for s in container.streams)
@@ -99,6 +100,8 @@ def keyframe_times(path: Path) -> list[float]:
 
     Only packets are read, nothing is decoded.
     """
+    import av
+
     with av.open(str(path)) as container:
         video = next((s for s in container.streams if s.type == "video"), None)
         if video is None:
