@@ -129,15 +129,16 @@ Listener = Callable[[Event], None]
 class EventBus:
     """Synchronous fan-out with sequence numbers and a short replay buffer.
 
-    Listeners see every event in sequence order, run in a publisher's thread and must be
-    quick; one that raises is logged and does not stop the others. Numbering and delivery
-    were two steps: two threads publishing at once could deliver 102 before 101, and a page's
-    stream, which skips what it has seen by number, lost 101 (a capture's thumbnail and text,
-    tests/test_ocr.py, once in a full suite). Now a thread that publishes while another is
-    delivering leaves its event to that one, which delivers it next. The replay buffer only bridges a page's reconnect (a page
-    away longer is told to resync and reloads from the files): 2,000 events are about a
-    minute of a live session (~27 a second, mostly waveform), ~0.6 MiB. It held 10,000, and
-    filling them took ~3 MiB over a session's first 6 minutes (tracemalloc).
+    Listeners see every event in sequence order, run in a publisher's thread and must be quick;
+    one that raises is logged and does not stop the others. Numbering and delivery were two
+    steps: two threads publishing at once could deliver 102 before 101, and a page's stream,
+    which skips what it has seen by number, would lose 101 (the likely reason a capture's text
+    never reached the page in tests/test_ocr.py, once in a full suite). A thread that publishes
+    while another is delivering leaves its event to that one, which delivers it next. The replay
+    buffer only bridges a page's reconnect (a page away longer is told to resync and reloads
+    from the files): 2,000 events are about a minute of a live session (~27 a second, mostly
+    waveform), ~0.6 MiB. It held 10,000, and filling them took ~3 MiB over a session's first 6
+    minutes (tracemalloc).
     """
 
     def __init__(self, history: int = 2_000) -> None:

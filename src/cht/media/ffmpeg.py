@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-
 from cht.errors import SourceError
 
 SEGMENT_PATTERN = "seg_%05d.mp4"

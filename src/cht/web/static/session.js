@@ -47,8 +47,8 @@ async function loadSession() {
   const data = await getJSON(`/api/sessions/${encodeURIComponent(ID)}`);
   S.manifest = data.manifest; S.live = data.live; S.seq = Math.max(S.seq, data.seq);
   S.state = data.live || data.manifest.state === "recording" ? "recording" : data.manifest.state;
-  // Keyframes (and their text) that came as events while this was fetched stay: a capture
-  // made during a resync's reload lost its thumbnail and its text (tests/test_ocr.py).
+  // Keyframes (and their text) that came as events while this was fetched stay: replaced
+  // by the older list, a capture made meanwhile would lose its thumbnail and its text.
   const listed = new Set(data.frames.map((f) => f.url)), known = new Map(S.frames.map((f) => [f.url, f]));
   for (const f of data.frames) f.text = f.text || known.get(f.url)?.text || "";
   S.frames = [...data.frames, ...S.frames.filter((f) => !listed.has(f.url))]; S.chapters = data.chapters || [];
