@@ -3,6 +3,7 @@ gaps (with the real Silero VAD on real speech), and reading a torn transcript.""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -13,7 +14,9 @@ from cht.analyze.reader import PcmChunk
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import Decoded, ModelError, Word, check_model_dir, default_model_dir
-from cht.transcribe.store import TranscriptLine, TranscriptStore, missing
+from cht.session import rewrite_every
+from cht.transcribe.store import INDEX, TranscriptIndex, TranscriptLine, TranscriptStore, missing
+from cht.transcribe.store import Word as StoredWord
 from cht.transcribe.vad import StreamingVad
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from speech import beckett
@@ -162,6 +165,28 @@ def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, caplog):
     assert [line.text for line in lines] == ["hello"]
     assert "cut short" in caplog.text
     assert missing([(0.0, 10.0)], [(0.0, 2.5)]) == [(2.5, 10.0)]
+
+
+def test_the_index_is_kept_a_line_at_a_time_in_time_order(tmp_path):
+    # Live, the index gains a line at a time instead of being rebuilt from every line at each
+    # rewrite; it must say what a rebuild says. A resumed transcription writes earlier audio
+    # after later lines; silence lines count as chunks, not as lines.
+    lines = [TranscriptLine(0, 1.0, 2.0, "Ça va ?", [StoredWord(1.0, 1.4, " Ça", 0.9), StoredWord(1.5, 2.0, " va ?", 0.8)],
+                            [0.0, 2.2], language="fr"),
+             TranscriptLine(1, 2.2, 9.0, "", [], [2.2, 9.0]),
+             TranscriptLine(2, 30.0, 31.0, "later words", [], [29.0, 31.5]),
+             TranscriptLine(3, 9.5, 10.0, "日本語", [StoredWord(9.5, 10.0, " 日本語", 0.7)], [9.0, 10.2], language="ja")]
+    index = TranscriptIndex()
+    for line in lines:
+        index.add(line)
+    spoken = sorted((line for line in lines if line.text), key=lambda x: x.start)
+    expected = {"version": 1, "complete": False, "pending": [[31.5, 40.0]], "chunks": 4, "words": 5,
+                "lines": [{"chunk": x.chunk, "start": x.start, "end": x.end, "text": x.text} for x in spoken]}
+    assert json.loads(index.text([(31.5, 40.0)])) == expected
+    TranscriptStore(tmp_path).write_index(lines, [])
+    assert json.loads((tmp_path / INDEX).read_text(encoding="utf-8")) == {**expected, "complete": True, "pending": []}
+    # a day of speech makes a 6 MB index: rewritten live every 2 minutes, not every 2 s
+    assert rewrite_every(6_000_000, 2.0) == 120.0 and rewrite_every(20_000, 2.0) == 2.0
 
 
 def test_streamed_vad_equals_faster_whispers_batch_vad():

@@ -59,6 +59,17 @@ def epoch(iso_text: str) -> float:
     return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
 
 
+REWRITE_BYTES_PER_S = 50_000  # a derived file rewritten while live costs at most this much disk a second
+
+
+def rewrite_every(size: int, least_s: float) -> float:
+    """Seconds between live rewrites of a derived file that grows with the session (the
+    transcript index, speakers.json): `least_s`, or longer once the file is big, so a room
+    recording for days does not rewrite megabytes every few seconds (a day of speech: the
+    transcript index is 3.3 MB, rewritten every 66 s instead of every 2 s)."""
+    return max(least_s, size / REWRITE_BYTES_PER_S)
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 

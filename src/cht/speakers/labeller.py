@@ -10,13 +10,14 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from cht.errors import SessionError
+from cht.session import rewrite_every
 from cht.speakers import store
 from cht.speakers.cluster import OnlineClusters, label_number, recluster, relabel
 from cht.speakers.encoder import Encoder
 from cht.speakers.regions import RATE, Region, windows
 from cht.speakers.store import Embedded, Turn
 
-WRITE_EVERY_S = 2.0  # speakers.json is rewritten at most this often live (a new speaker: at once)
+WRITE_EVERY_S = 2.0  # speakers.json is rewritten at most this often live, less once it is big (a new speaker: at once)
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +34,7 @@ class Labeller:
         self.labels: list[str] = []  # label per online cluster index
         self.turns: list[Turn] = []
         self._written = 0.0  # monotonic time of the last speakers.json write
+        self._written_size = 0  # ... and its size
         self._resume()
 
     def _resume(self) -> None:
@@ -65,14 +67,16 @@ class Labeller:
             store.append_embedding(self.root, Embedded(a, b, embedding))
             new.append(Turn(a, b, self.labels[k]))
         self.turns += new
-        if new and (len(self.labels) > speakers or time.monotonic() - self._written >= WRITE_EVERY_S):
+        due = time.monotonic() - self._written >= rewrite_every(self._written_size, WRITE_EVERY_S)
+        if new and (len(self.labels) > speakers or due):
             self.write()
         return new
 
     def write(self) -> None:
-        """speakers.json from the turns so far (`add` writes at most every WRITE_EVERY_S)."""
+        """speakers.json from the turns so far (`add` writes at most every `rewrite_every`)."""
         store.set_turns(self.root, self.turns)
         self._written = time.monotonic()
+        self._written_size = (self.root / store.MAP).stat().st_size
 
 
 def labels_of(items: list[Embedded], turns: list[Turn]) -> list[str]:

@@ -9,13 +9,14 @@ words: they record that the audio was listened to.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cht.session import atomic_write_json
+from cht.session import atomic_write_text
 
 log = logging.getLogger("cht.transcribe")
 
@@ -78,18 +79,45 @@ class TranscriptStore:
     def read(self) -> list[TranscriptLine]:
         return read_lines(self.path)
 
-    def write_index(self, lines: list[TranscriptLine], pending: list[tuple[float, float]]) -> None:
-        spoken = [line for line in lines if line.text]
-        (self.root / INDEX).parent.mkdir(exist_ok=True)
-        atomic_write_json(self.root / INDEX, {
-            "version": INDEX_VERSION,
-            "complete": not pending,
-            "pending": [[round(a, 3), round(b, 3)] for a, b in pending],
-            "chunks": len(lines),
-            "words": sum(len(line.words) or len(line.text.split()) for line in spoken),
-            "lines": [{"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text}
-                      for line in sorted(spoken, key=lambda x: x.start)],
-        })
+    def write_index(self, lines: list[TranscriptLine], pending: list[tuple[float, float]]) -> int:
+        """Write `transcript/index.json` for these lines; returns its length (characters)."""
+        return TranscriptIndex(lines).write(self.root, pending)
+
+
+class TranscriptIndex:
+    """What `transcript/index.json` holds, kept up to date a line at a time: each spoken line
+    is serialised once, when it is added, so a rewrite joins strings: 0.03 s for a day of speech
+    (43,000 lines, 3.3 MB), where rebuilding it from every line with indentation took 0.62 s of
+    the speech engine's thread, and keeping the lines 54 MiB against 9 (bench/long_session.py)."""
+
+    def __init__(self, lines: list[TranscriptLine] = ()) -> None:
+        self.chunks = 0
+        self.words = 0
+        self._entries: list[tuple[float, int, str]] = []  # (start, order added, JSON) in time order
+        for line in lines:
+            self.add(line)
+
+    def add(self, line: TranscriptLine) -> None:
+        self.chunks += 1
+        if not line.text:
+            return
+        self.words += len(line.words) or len(line.text.split())
+        entry = json.dumps({"chunk": line.chunk, "start": line.start, "end": line.end, "text": line.text},
+                           ensure_ascii=False, separators=(",", ":"))
+        bisect.insort(self._entries, (line.start, self.chunks, entry))  # appended lines come in time order: at the end
+
+    def text(self, pending: list[tuple[float, float]]) -> str:
+        head = json.dumps({"version": INDEX_VERSION, "complete": not pending,
+                           "pending": [[round(a, 3), round(b, 3)] for a, b in pending],
+                           "chunks": self.chunks, "words": self.words}, separators=(",", ":"))
+        return f'{head[:-1]},"lines":[{",".join(entry for _, _, entry in self._entries)}]}}\n'
+
+    def write(self, root: Path, pending: list[tuple[float, float]]) -> int:
+        """Write `transcript/index.json` atomically; returns its length (characters)."""
+        text = self.text(pending)
+        (root / INDEX).parent.mkdir(exist_ok=True)
+        atomic_write_text(root / INDEX, text)
+        return len(text)
 
 
 def read_lines(path: Path) -> list[TranscriptLine]:

@@ -26,17 +26,18 @@ from dataclasses import dataclass, field
 
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
+from cht.session import rewrite_every
 from cht.sessionlog import SESSION, in_own_session
 from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE, Chunk, Chunker, ChunkPolicy
 from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import PIN_LANGUAGE_P, Decoded, Said
 from cht.transcribe.phantoms import drop_phantoms, made_up_tail
-from cht.transcribe.store import TranscriptLine, TranscriptStore, Word, merge
+from cht.transcribe.store import TranscriptIndex, TranscriptLine, TranscriptStore, Word, merge
 
 log = logging.getLogger("cht.transcribe")
 
-INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live
+INDEX_EVERY_S = 2.0  # seconds between rewrites of the derived index while live (longer once it is big)
 PIN_MIN_S = 2.0  # ... when detected on a chunk at least this long
 DOUBT_P = 0.7  # a window whose words average a lower probability has its language checked again
 KEEP_S = 8.0  # seconds of buffer past which a commit trims it even mid-sentence (windows stay at 10 s)
@@ -94,10 +95,12 @@ class Transcriber:
         self.step_busy_s = 0.0  # of busy_s, seconds spent in steps
         self._closing = False  # no more audio will come
         self._abandon = False  # stop now; what is queued stays missing for `cht transcribe`
-        self._lines = store.read()
+        lines = store.read()
+        self._index = TranscriptIndex(lines)  # not the lines themselves: a day of them is 54 MiB
         self._line_id = first_chunk  # the `chunk` number of the next line written (a draft shows it too)
-        self._final_end = max((line.span[1] for line in self._lines if line.span), default=0.0)
+        self._final_end = max((line.span[1] for line in lines if line.span), default=0.0)
         self._index_at = 0.0
+        self._index_size = 0  # characters in the index last written
         self._silence: list[float] | None = None  # [chunk id, start, end] of silence not yet written
         self._reported_lag = -1.0
         self.busy_s = 0.0  # seconds of model time spent on this session (the real-time factor's numerator)
@@ -462,7 +465,7 @@ class Transcriber:
     def _commit(self, line: TranscriptLine) -> None:
         self.store.append(line)
         self._line_id += 1
-        self._lines.append(line)
+        self._index.add(line)
         self._final_end = max(self._final_end, line.span[1])
         if line.text:
             self.bus.publish(ev.TranscriptSegments([line], final=True))
@@ -472,13 +475,13 @@ class Transcriber:
         if not self.options.live_index:
             return
         now = time.monotonic()
-        if not force and now - self._index_at < INDEX_EVERY_S:
+        if not force and now - self._index_at < rewrite_every(self._index_size, INDEX_EVERY_S):
             return
         self._index_at = now
         try:
             received = self._chunker.received_end
             behind = [(self._final_end, received)] if received and received > self._final_end else []
-            self.store.write_index(self._lines, pending=behind)
+            self._index_size = self._index.write(self.store.root, pending=behind)
         except OSError as exc:
             log.warning("could not write the transcript index: %s", exc)
 
