@@ -79,9 +79,10 @@ class TranscriptStore:
     def read(self) -> list[TranscriptLine]:
         return read_lines(self.path)
 
-    def write_index(self, lines: list[TranscriptLine], pending: list[tuple[float, float]]) -> int:
-        """Write `transcript/index.json` for these lines; returns its length (characters)."""
-        return TranscriptIndex(lines).write(self.root, pending)
+    def write_index(self, lines: list[TranscriptLine], pending: list[tuple[float, float]]) -> None:
+        """Write `transcript/index.json` for these lines (at the end of a run; live, the
+        transcriber keeps a `TranscriptIndex`)."""
+        TranscriptIndex(lines).write(self.root, pending)
 
 
 class TranscriptIndex:
