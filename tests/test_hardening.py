@@ -171,6 +171,47 @@ def test_manual_captures_are_served(web):
             assert response.status_code == 200 and response.content == b"\xff\xd8jpeg", url
 
 
+def test_the_sessions_list_and_the_pictures_served_follow_their_files(tmp_path, source):
+    """What the server caches per file (`web.summaries`: word counts, first thumbnails, the
+    pictures a session lists) is read again when the file changes: a rewritten index, an
+    appended keyframe, an index written the old way (indented)."""
+    import httpx
+
+    from cht.transcribe.store import INDEX, INDEX_VERSION, TranscriptIndex, TranscriptLine, Word
+    from cht.web.app import UiState
+    from cht.web.server import WebServer
+
+    data = tmp_path / "data"
+    session = recorded(data, source)
+    (session.root / "frames").mkdir()
+    for name in ("000001.000.jpg", "000001.000.thumb.jpg", "000005.000.jpg", "000005.000.thumb.jpg"):
+        (session.root / "frames" / name).write_bytes(b"\xff\xd8jpeg")
+    (session.root / "frames.jsonl").write_text(  # an unreadable line first: the first good record is shown
+        "{not json\n" + frame_record(1.0, "frames/000001.000.jpg", "frames/000001.000.thumb.jpg", "start"))
+    server = WebServer(UiState(data), host="127.0.0.1", port=_free_port())
+    server.start()
+    web = f"http://127.0.0.1:{server.port}"
+
+    def listed() -> tuple[int, str]:
+        (row,) = httpx.get(f"{web}/api/sessions").json()
+        return row["words"], row["thumb"]
+
+    try:
+        assert listed() == (0, "/media/s/frames/000001.000.thumb.jpg")
+        assert httpx.get(f"{web}/media/s/frames/000005.000.jpg").status_code == 404  # on disk, not listed
+        words = [Word(1.0, 1.4, " Ever", 0.9), Word(1.4, 2.0, " tried.", 0.9)]
+        TranscriptIndex([TranscriptLine(0, 1.0, 2.0, "Ever tried.", words, [0.0, 2.0], True, "en")]).write(session.root, [])
+        with open(session.root / "frames.jsonl", "a") as f:
+            f.write(frame_record(5.0, "frames/000005.000.jpg", "frames/000005.000.thumb.jpg", "scene"))
+        assert listed() == (2, "/media/s/frames/000001.000.thumb.jpg")
+        assert httpx.get(f"{web}/media/s/frames/000005.000.jpg").status_code == 200
+        (session.root / INDEX).write_text(json.dumps({"version": INDEX_VERSION, "complete": True, "pending": [],
+                                                       "chunks": 3, "words": 7, "lines": []}, indent=2))
+        assert listed()[0] == 7
+    finally:
+        server.stop()
+
+
 def test_a_foreign_host_or_origin_is_refused(web):
     import httpx
     import websockets.sync.client as wsc

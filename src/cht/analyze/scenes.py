@@ -55,7 +55,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import av
 import numpy as np
@@ -398,26 +398,36 @@ class KeyframeWriter:
 def read_frames(session_dir: Path) -> list[FrameRecord]:
     """frames.jsonl, ignoring a torn last line (a kill while appending) and records whose
     pictures lie outside the session."""
+    return list(_frames(session_dir))
+
+
+def first_frame(session_dir: Path) -> FrameRecord | None:
+    """The first record of frames.jsonl, reading no further (a list of sessions shows one
+    thumbnail each; a day-long session's file holds thousands)."""
+    return next(_frames(session_dir), None)
+
+
+def _frames(session_dir: Path) -> Iterator[FrameRecord]:
     path = session_dir / "frames.jsonl"
-    if not path.exists():
-        return []
-    records = []
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return
     root = session_dir.resolve()
-    lines = path.read_bytes().split(b"\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = FrameRecord.from_json(line.decode("utf-8"))
-        except (ValueError, TypeError, KeyError):
-            where = "its last line is cut short" if number == len(lines) else f"line {number} is unreadable"
-            log.warning("frames.jsonl: %s; ignored", where)
-            continue
-        if not all(_inside(root, name) for name in (record.file, record.thumb)):
-            log.warning("frames.jsonl: line %d names a file outside the session (%s); ignored", number, record.file)
-            continue
-        records.append(record)
-    return records
+    with file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                record = FrameRecord.from_json(line.decode("utf-8"))
+            except (ValueError, TypeError, KeyError):
+                where = "its last line is cut short" if not line.endswith(b"\n") else f"line {number} is unreadable"
+                log.warning("frames.jsonl: %s; ignored", where)
+                continue
+            if not all(_inside(root, name) for name in (record.file, record.thumb)):
+                log.warning("frames.jsonl: line %d names a file outside the session (%s); ignored", number, record.file)
+                continue
+            yield record
 
 
 def _inside(root: Path, name: object) -> bool:

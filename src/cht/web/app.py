@@ -24,8 +24,9 @@ from cht.index.search import MARK_END, MARK_START, SearchIndex
 from cht.ocr.text import chapters, read_ocr
 from cht.session import Manifest, list_sessions
 from cht.speakers import store as speaker_store
-from cht.transcribe.store import INDEX, read_spoken
+from cht.transcribe.store import read_spoken
 from cht.web.guard import frame_path, segment_path, session_or_404, token_ok
+from cht.web.summaries import first_thumb, word_count
 
 STATIC = Path(__file__).parent / "static"
 MAX_PEAKS = 20_000  # pixels one request may ask for
@@ -101,13 +102,13 @@ def create_app(state: UiState, token: str | None = None) -> FastAPI:
             live = state.live.get(sess.id)
             if live is not None and live.manifest is not None:
                 manifest = live.manifest()
-            frames = read_frames(sess.root)
+            thumb = first_thumb(sess.root)
             lag = (live.status() if live is not None and live.status is not None else {}).get("transcript_lag")
             rows.append({
                 "id": sess.id, "source": manifest.source, "state": manifest.state,
                 "started_at": manifest.started_at, "duration": manifest.duration,
-                "live": sess.id in state.live, "words": _word_count(sess.root), "transcript_lag": lag,
-                "thumb": f"/media/{sess.id}/frames/{Path(frames[0].thumb).name}" if frames else None,
+                "live": sess.id in state.live, "words": word_count(sess.root), "transcript_lag": lag,
+                "thumb": f"/media/{sess.id}/frames/{thumb}" if thumb else None,
             })
         return rows
 
@@ -256,13 +257,6 @@ async def _stream(ws: WebSocket, bus: ev.EventBus, since: int) -> None:
         return
     finally:
         unsubscribe()
-
-
-def _word_count(root: Path) -> int:
-    try:
-        return int(json.loads((root / INDEX).read_text()).get("words", 0))
-    except (OSError, ValueError):
-        return 0
 
 
 class TokenGate:

@@ -15,10 +15,10 @@ from pathlib import Path
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-from cht.analyze.scenes import read_frames
 from cht.errors import ChtError
 from cht.origin import host_allowed, origin_allowed
 from cht.session import Session
+from cht.web.summaries import frame_names
 
 _SEGMENT = re.compile(r"seg_\d{5}\.mp4")
 _FRAME = re.compile(r"\d{6}\.\d{3}(-manual)?(\.thumb)?\.jpg")  # what FrameWriter names pictures
@@ -54,8 +54,7 @@ def segment_path(session: Session, name: str) -> Path:
 def frame_path(session: Session, name: str) -> Path:
     if not _FRAME.fullmatch(name):
         raise HTTPException(404, "no such frame")
-    known = {Path(n).name for f in read_frames(session.root) for n in (f.file, f.thumb)}
-    if name not in known:
+    if name not in frame_names(session.root):
         raise HTTPException(404, "no such frame")
     return inside(session, f"frames/{name}")
 
