@@ -65,6 +65,8 @@ from cht.config import SceneOptions
 
 log = logging.getLogger("cht.analyze")
 
+FRAMES_LOG = "frames.jsonl"  # one keyframe record a line, in a session dir
+
 
 FrameKind = Literal["start", "scene", "manual"]
 
@@ -362,7 +364,7 @@ class KeyframeWriter:
     def __init__(self, session_dir: Path, options: SceneOptions | None = None) -> None:
         self.root = session_dir
         self.frames_dir = session_dir / "frames"
-        self.log_path = session_dir / "frames.jsonl"
+        self.log_path = session_dir / FRAMES_LOG
         self.thumb_width = (options or SceneOptions()).thumb_width
         self.frames_dir.mkdir(exist_ok=True)
 
@@ -408,7 +410,7 @@ def first_frame(session_dir: Path) -> FrameRecord | None:
 
 
 def _frames(session_dir: Path) -> Iterator[FrameRecord]:
-    path = session_dir / "frames.jsonl"
+    path = session_dir / FRAMES_LOG
     try:
         file = path.open("rb")
     except FileNotFoundError:

@@ -125,13 +125,11 @@ def index_summary(root: Path) -> dict:
     """The index without its lines (version, complete, pending, chunks, words), read only up to
     where the lines begin as `TranscriptIndex.text` writes them: a list of sessions needs each
     one's word count, and a day of speech is a 3 MB index. Raises OSError, ValueError."""
-    head = b""
     with (root / INDEX).open("rb") as file:
-        while chunk := file.read(1 << 16):
-            head += chunk
-            if (at := head.find(b',"lines":[')) >= 0:
-                return json.loads(head[:at] + b"}")
-    return json.loads(head)  # written another way (an older version indented it): read whole
+        head = file.read(1 << 16)  # the summary is a few hundred bytes unless thousands of stretches are pending
+        if (at := head.find(b',"lines":[')) >= 0:
+            return json.loads(head[:at] + b"}")
+        return json.loads(head + file.read())  # written another way (an older version indented it): whole
 
 
 def read_lines(path: Path) -> list[TranscriptLine]:

@@ -15,10 +15,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from cht.analyze.scenes import first_frame, read_frames
+from cht.analyze.scenes import FRAMES_LOG, first_frame, read_frames
 from cht.transcribe.store import INDEX, index_summary
-
-FRAMES = "frames.jsonl"
 
 
 def word_count(root: Path) -> int:
@@ -27,12 +25,12 @@ def word_count(root: Path) -> int:
 
 def first_thumb(root: Path) -> str | None:
     """The file name of the session's first thumbnail, if it has one."""
-    return _first_thumb(root, _identity(root / FRAMES))
+    return _first_thumb(root, _identity(root / FRAMES_LOG))
 
 
 def frame_names(root: Path) -> frozenset[str]:
     """The file names of every picture `frames.jsonl` lists (keyframes and thumbnails)."""
-    return _frame_names(root, _identity(root / FRAMES))
+    return _frame_names(root, _identity(root / FRAMES_LOG))
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
