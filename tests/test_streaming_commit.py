@@ -23,9 +23,11 @@ from cht.analyze.reader import PcmChunk
 from cht.offline import OFFLINE_TRANSCRIBE
 from cht.transcribe.agreement import LocalAgreement
 from cht.transcribe.chunker import RATE
+from cht.transcribe.model import Decoded
 from cht.transcribe.repeats import drop_loops, find_loop
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
 from cht.transcribe.worker import TranscribeOptions, Transcriber
+from dialog import jfk
 from speech import beckett, engine, model_dir, norm
 
 
@@ -273,6 +275,28 @@ def test_a_window_that_loops_in_a_larger_window_too_is_heard_in_the_full_one():
                           said[3 * RATE:round(3.19 * RATE)]])
     heard = [norm(w.word) for w in engine().model.transcribe(cut, language="en", beam_size=3).words]
     assert heard[:3] == ["ever", "tried", "ever"] and len(heard) <= 5 and heard.count("ever") == 2, heard
+
+
+def test_the_rest_of_a_window_whose_text_ended_early_is_heard_and_silence_is_not():
+    """Whisper may end a window's text before its audio ends: in catch-up of the espeak lecture
+    a 16.5 s window ended at "heat flows from hot", 1.6 s early, and "bodies to cold ones" was
+    lost. jfk's words with its last 1.4 s ("for your country") cut off, as such a decode leaves
+    them: the rest is decoded (after 3 s of what was heard) and nothing is written twice.
+    jfk then 3 s of silence, decoded whole: no decode more, no word more."""
+    model = engine().model
+    pcm = jfk().astype(np.float32) / 32768
+    whole = model.transcribe(pcm, language="en", beam_size=1).words
+    early = [w for w in whole if w.end <= whole[-1].start - 0.3]
+    assert 1.0 < len(pcm) / RATE - early[-1].end < 2.0, early  # the case that was lost
+    retries = model.retries
+    heard = model._with_the_rest(pcm, Decoded(list(early), "en", 1.0), 1).words
+    assert [norm(w.word) for w in heard] == [norm(w.word) for w in whole] and model.retries == retries + 1
+    assert all(a.end <= b.start + 0.05 for a, b in zip(heard, heard[1:])), heard
+    quiet = np.concatenate([pcm, np.zeros(3 * RATE, np.float32)])
+    whole = model.transcribe(quiet, language="en", beam_size=1).words
+    retries = model.retries
+    assert model._with_the_rest(quiet, Decoded(list(whole), "en", 1.0), 1).words == whole
+    assert model.retries == retries
 
 
 def test_a_step_is_asked_for_each_second_of_new_audio_whenever_it_lands(tmp_path):

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cht.transcribe.vad import WINDOW, StreamingVad
+from cht.transcribe.vad import MIN_SPEECH_S, SPEECH_P, WINDOW, StreamingVad
 
 RATE = 16_000
 WINDOW_S = WINDOW / RATE
-SPEECH_P = 0.5  # VAD probability above which a window is speech
 SILENCE_P = 0.35  # ... below which it is silence (hysteresis between the two)
-MIN_SPEECH_S = 0.2  # less speech than this in a chunk is a click, not a word
 LEAD_IN_S = 0.3  # silence kept before speech: onsets are soft
 TAIL_S = 0.2  # silence kept after the last speech in a chunk
 TAIL_WINDOWS = round(TAIL_S / WINDOW_S)  # ... in VAD windows

@@ -26,6 +26,7 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from cht.errors import ChtError
 from cht.transcribe.repeats import drop_loops, find_loop, repeats_back_to_back
+from cht.transcribe.vad import holds_speech
 
 log = logging.getLogger("cht.transcribe")
 
@@ -43,7 +44,8 @@ MAX_WORDS_PER_S = 6.0  # ... as is more words than this
 SHORT_WINDOW_S = 5.0  # audio shorter than this is where Whisper repeats a short phrase
 COMPRESSION_RATIO = 2.4  # ... or text that compresses better than this (a repeated phrase)
 SAMPLE_RATE = 16_000
-EARLY_END_S = 2.0  # audio this long after a batch window's last word is decoded again on its own
+EARLY_END_S = 1.0  # audio this long after a window's last word, with speech in it, is decoded again on its own
+REST_CONTEXT_S = 3.0  # ... with this much of the audio before it heard again (its words are not kept again)
 STEP_BEAM_SIZE = 3  # steps: greedy flipped words between decodes of espeak speech ("walked"/"worked")
 STEP_FIRST_WORD_S = 1.0  # a step's first word starts within this of its buffer's start (faster-whisper's default)
 NO_SPEECH_P = 0.6  # a step the model thinks silent (and whose text it doubts, `LOW_LOGPROB`) has no words
@@ -372,17 +374,24 @@ class SpeechModel:
         """A window whose text ended early, with the rest of its audio decoded on its own.
         Whisper may end its text seconds before the audio ends, in a batch and in its own
         seek loop alike: a 28 s window of jfk, beckett and jfk again lost the third sentence,
-        a 25 s one its last 4 s (bench/cuda.py). A chunk holds no pause longer than the
-        chunker's LONG_PAUSE_S, so audio this long after the last word is speech."""
+        a 25 s one its last 4 s (bench/cuda.py), and a 16.5 s window of the espeak lecture in
+        catch-up ended at "heat flows from hot", 1.6 s before its audio did: "bodies to cold
+        ones" was lost (bench/transcribe.py, seventeenth pass; it was 2 s then). A closed
+        chunk ends `TAIL_S` into a pause, so the text of a whole one ends 0.2-0.5 s before
+        its audio; a rest of `EARLY_END_S` or more is decoded when the VAD hears speech in
+        it (not a silence left after the last phrase by a stop: Whisper makes words up there)."""
         if not decoded.words:
             return decoded
         said_until = decoded.words[-1].end
-        if said_until <= 0 or len(audio) / SAMPLE_RATE - said_until < EARLY_END_S:
+        rest = audio[int(said_until * SAMPLE_RATE):]
+        if said_until <= 0 or len(rest) / SAMPLE_RATE < EARLY_END_S or not holds_speech(rest):
             return decoded
         self.retries += 1
-        rest = self.transcribe(audio[int(said_until * SAMPLE_RATE):], language=decoded.language,
-                               beam_size=beam_size, hear=False)
-        decoded.words += [Word(w.start + said_until, w.end + said_until, w.word, w.probability) for w in rest.words]
+        start = max(0.0, said_until - REST_CONTEXT_S)
+        after = self.transcribe(audio[int(start * SAMPLE_RATE):], language=decoded.language, beam_size=beam_size,
+                                hear=False)
+        decoded.words += [Word(w.start + start, w.end + start, w.word, w.probability) for w in after.words
+                          if (w.start + w.end) / 2 + start > said_until]
         return decoded
 
     def _decode(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool,

@@ -12,6 +12,8 @@ from faster_whisper.vad import get_vad_model
 
 WINDOW = 512  # samples at 16 kHz: 32 ms, the window the model was trained on
 CONTEXT = 64  # samples of the previous window the model sees before each window
+SPEECH_P = 0.5  # a window this likely to be speech is speech
+MIN_SPEECH_S = 0.2  # less speech than this is a click, not a word
 
 
 class StreamingVad:
@@ -39,3 +41,9 @@ class StreamingVad:
         batch = np.concatenate([contexts, windows], axis=1)
         out, self._h, self._c = self._session.run(None, {"input": batch, "h": self._h, "c": self._c})
         return out.reshape(-1).astype(np.float32)
+
+
+def holds_speech(audio: np.ndarray) -> bool:
+    """Does this float32 PCM (16 kHz) hold `MIN_SPEECH_S` of speech, heard on its own?"""
+    speech = int((StreamingVad().feed(audio) >= SPEECH_P).sum()) * WINDOW / 16_000
+    return speech >= MIN_SPEECH_S
