@@ -9,15 +9,15 @@ import os
 import shutil
 from pathlib import Path
 
-from cht.analyze.scenes import read_frames
+from cht.analyze.scenes import FRAMES_LOG, read_frames
 
-DERIVED = ("frames", "frames.jsonl", "audio", "ocr.jsonl")
+DERIVED = ("frames", FRAMES_LOG, "audio", "ocr.jsonl")
 
 
 def clear_derived(session_dir: Path, keep_into: Path | None = None, names: tuple[str, ...] = DERIVED) -> None:
     """Remove what analysis derives, keeping the user's manual captures: their records and
     pictures stay (or move into `keep_into`, the fresh results, merged in time order)."""
-    manual = [r for r in read_frames(session_dir) if r.kind == "manual"] if "frames.jsonl" in names else []
+    manual = [r for r in read_frames(session_dir) if r.kind == "manual"] if FRAMES_LOG in names else []
     target = keep_into or session_dir
     stash = session_dir / ".manual.tmp"
     shutil.rmtree(stash, ignore_errors=True)
@@ -37,5 +37,5 @@ def clear_derived(session_dir: Path, keep_into: Path | None = None, names: tuple
         for picture in stash.iterdir():
             os.replace(picture, target / "frames" / picture.name)
         records = sorted(read_frames(target) + manual, key=lambda r: r.t)
-        (target / "frames.jsonl").write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+        (target / FRAMES_LOG).write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
     shutil.rmtree(stash, ignore_errors=True)

@@ -7,10 +7,10 @@ import threading
 from cht import events as ev
 from cht.analyze.pipeline import clear_derived
 from cht.analyze.reader import VideoSample
-from cht.analyze.scenes import Detection, FrameRecord, KeyframeWriter, SlideChangeDetector, grey
+from cht.analyze.scenes import FRAMES_LOG, Detection, FrameRecord, KeyframeWriter, SlideChangeDetector, grey
 from cht.stages.base import Stage, StageConfig, StageContext
 
-FILES = ("frames", "frames.jsonl")
+FILES = ("frames", FRAMES_LOG)
 
 
 class ScenesStage(Stage):
