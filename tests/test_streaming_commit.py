@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +298,23 @@ def test_the_rest_of_a_window_whose_text_ended_early_is_heard_and_silence_is_not
     retries = model.retries
     assert model._with_the_rest(quiet, Decoded(list(whole), "en", 1.0), 1).words == whole
     assert model.retries == retries
+
+
+def test_a_rest_whose_decode_ends_early_again_is_given_up_on(monkeypatch):
+    """Decoded again with its context, the rest may end at the same word: that is the end (a
+    fake decode that always stops there, a fault the model makes only now and then)."""
+    model = engine().model
+    pcm = jfk().astype(np.float32) / 32768
+    early = [w for w in model.transcribe(pcm, language="en", beam_size=1).words if w.end <= 8.5]
+
+    def stops_at_the_same_word(audio, *args, **kwargs):
+        cut = (len(pcm) - len(audio)) / RATE
+        return Decoded([replace(w, start=w.start - cut, end=w.end - cut) for w in early if w.start >= cut], "en", 1.0)
+
+    monkeypatch.setattr(model, "_once", stops_at_the_same_word)
+    retries = model.retries
+    assert model._with_the_rest(pcm, Decoded(list(early), "en", 1.0), 1).words == early
+    assert model.retries == retries + 1
 
 
 def test_a_step_is_asked_for_each_second_of_new_audio_whenever_it_lands(tmp_path):

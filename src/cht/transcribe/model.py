@@ -206,13 +206,17 @@ class SpeechModel:
         for a session that follows its speaker's language."""
         if step:
             return self._steps([audio], language, [said or Said()])[0]
+        return self._with_the_rest(audio, self._once(audio, language, beam_size, word_timestamps, hear), beam_size)
+
+    def _once(self, audio: np.ndarray, language: str | None, beam_size: int, word_timestamps: bool,
+              hear: bool) -> Decoded:
+        """One window decoded, and again in a larger one if its words look like a loop."""
         seconds = len(audio) / SAMPLE_RATE
         frames = _window_frames(seconds)
         decoded = self._decode(audio, language, frames, beam_size, word_timestamps, fallback=False)
         heard = self._heard()[0] if language is not None and hear else None
         if _looks_like_a_loop(decoded.words, seconds):
             decoded = self._again(audio, language, frames, beam_size, word_timestamps)
-        decoded = self._with_the_rest(audio, decoded, beam_size)
         decoded.heard = heard
         return decoded
 
@@ -371,8 +375,8 @@ class SpeechModel:
         return segments
 
     def _with_the_rest(self, audio: np.ndarray, decoded: Decoded, beam_size: int) -> Decoded:
-        """A window whose text ended early, with the rest of its audio decoded on its own.
-        Whisper may end its text seconds before the audio ends, in a batch and in its own
+        """A window whose text ended early, with the rest of its audio decoded again (after the
+        `REST_CONTEXT_S` before it, whose words are not kept twice). Whisper may end its text seconds before the audio ends, in a batch and in its own
         seek loop alike: a 28 s window of jfk, beckett and jfk again lost the third sentence,
         a 25 s one its last 4 s (bench/cuda.py), and a 16.5 s window of the espeak lecture in
         catch-up ended at "heat flows from hot", 1.6 s before its audio did: "bodies to cold
@@ -380,18 +384,19 @@ class SpeechModel:
         chunk ends `TAIL_S` into a pause, so the text of a whole one ends 0.2-0.5 s before
         its audio; a rest of `EARLY_END_S` or more is decoded when the VAD hears speech in
         it (not a silence left after the last phrase by a stop: Whisper makes words up there)."""
-        if not decoded.words:
-            return decoded
-        said_until = decoded.words[-1].end
-        rest = audio[int(said_until * SAMPLE_RATE):]
-        if said_until <= 0 or len(rest) / SAMPLE_RATE < EARLY_END_S or not holds_speech(rest):
-            return decoded
-        self.retries += 1
-        start = max(0.0, said_until - REST_CONTEXT_S)
-        after = self.transcribe(audio[int(start * SAMPLE_RATE):], language=decoded.language, beam_size=beam_size,
-                                hear=False)
-        decoded.words += [Word(w.start + start, w.end + start, w.word, w.probability) for w in after.words
-                          if (w.start + w.end) / 2 + start > said_until]
+        while decoded.words:
+            said_until = decoded.words[-1].end
+            rest = audio[int(said_until * SAMPLE_RATE):]
+            if said_until <= 0 or len(rest) / SAMPLE_RATE < EARLY_END_S or not holds_speech(rest):
+                break
+            self.retries += 1
+            start = max(0.0, said_until - REST_CONTEXT_S)
+            after = self._once(audio[int(start * SAMPLE_RATE):], decoded.language, beam_size, True, hear=False)
+            new = [Word(w.start + start, w.end + start, w.word, w.probability) for w in after.words
+                   if (w.start + w.end) / 2 + start > said_until]
+            if not new:  # it ends there again: each pass must hear further, or this would never end
+                break
+            decoded.words += new
         return decoded
 
     def _decode(self, audio, language: str | None, frames: int, beam_size: int, word_timestamps: bool,
