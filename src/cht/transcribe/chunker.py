@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cht.transcribe.vad import MIN_SPEECH_S, SPEECH_P, WINDOW, StreamingVad
+from cht.transcribe.vad import RATE, SPEECH_P, WINDOW, StreamingVad, has_speech
 
-RATE = 16_000
 WINDOW_S = WINDOW / RATE
 SILENCE_P = 0.35  # ... below which it is silence (hysteresis between the two)
 LEAD_IN_S = 0.3  # silence kept before speech: onsets are soft
@@ -197,7 +196,7 @@ class Chunker:
 
     def running(self) -> Chunk | None:
         """A copy of the chunk being gathered, if it holds speech (for a provisional text)."""
-        if not self._length or not self._has_speech(self._probs):
+        if not self._length or not has_speech(self._probs):
             return None
         return Chunk(self._id, np.concatenate(self._audio), list(self._marks), True, list(self._probs))
 
@@ -210,7 +209,7 @@ class Chunker:
             return None
         seconds = n * WINDOW_S
         lead_in = round(LEAD_IN_S / WINDOW_S)
-        if not self._has_speech(probs):
+        if not has_speech(probs):
             if seconds >= self.policy.min_s + LEAD_IN_S + 1.0:  # a stretch of silence: set it aside
                 return self._take((n - lead_in) * WINDOW)
             return None
@@ -243,10 +242,6 @@ class Chunker:
         return None
 
     @staticmethod
-    def _has_speech(probs: list[float]) -> bool:
-        return sum(p >= SPEECH_P for p in probs) * WINDOW_S >= MIN_SPEECH_S
-
-    @staticmethod
     def _quietest(probs: list[float]) -> int:
         """The window in the second half where a short running mean of speech is lowest."""
         smooth = np.convolve(np.asarray(probs), np.ones(5) / 5, mode="same")
@@ -259,7 +254,7 @@ class Chunker:
         head, rest = audio[:samples], audio[samples:]
         head_marks = [(o, t) for o, t in self._marks if o < samples] or [(0, self._marks[0][1])]
         probs = self._probs[: samples // WINDOW]
-        chunk = Chunk(self._id, head, head_marks, self._has_speech(probs), probs)
+        chunk = Chunk(self._id, head, head_marks, has_speech(probs), probs)
         rest_marks = [(o - samples, t) for o, t in self._marks if o >= samples]
         if len(rest) and (not rest_marks or rest_marks[0][0] > 0):
             rest_marks.insert(0, (0, chunk.to_global(samples / RATE)))

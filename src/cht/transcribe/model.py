@@ -376,9 +376,10 @@ class SpeechModel:
 
     def _with_the_rest(self, audio: np.ndarray, decoded: Decoded, beam_size: int) -> Decoded:
         """A window whose text ended early, with the rest of its audio decoded again (after the
-        `REST_CONTEXT_S` before it, whose words are not kept twice). Whisper may end its text seconds before the audio ends, in a batch and in its own
-        seek loop alike: a 28 s window of jfk, beckett and jfk again lost the third sentence,
-        a 25 s one its last 4 s (bench/cuda.py), and a 16.5 s window of the espeak lecture in
+        `REST_CONTEXT_S` before it, whose words are not kept twice). Whisper may end its text
+        seconds before the audio ends, in a batch and in its own seek loop alike: a 28 s window
+        of jfk, beckett and jfk again lost the third sentence, a 25 s one its last 4 s
+        (bench/cuda.py), and a 16.5 s window of the espeak lecture in
         catch-up ended at "heat flows from hot", 1.6 s before its audio did: "bodies to cold
         ones" was lost (bench/transcribe.py, seventeenth pass; it was 2 s then). A closed
         chunk ends `TAIL_S` into a pause, so the text of a whole one ends 0.2-0.5 s before

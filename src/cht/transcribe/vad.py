@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from faster_whisper.vad import get_vad_model
 
+RATE = 16_000  # samples a second the model takes
 WINDOW = 512  # samples at 16 kHz: 32 ms, the window the model was trained on
 CONTEXT = 64  # samples of the previous window the model sees before each window
 SPEECH_P = 0.5  # a window this likely to be speech is speech
@@ -43,7 +44,11 @@ class StreamingVad:
         return out.reshape(-1).astype(np.float32)
 
 
+def has_speech(probs) -> bool:
+    """Do these windows' speech probabilities add up to `MIN_SPEECH_S` of speech?"""
+    return sum(p >= SPEECH_P for p in probs) * WINDOW / RATE >= MIN_SPEECH_S
+
+
 def holds_speech(audio: np.ndarray) -> bool:
-    """Does this float32 PCM (16 kHz) hold `MIN_SPEECH_S` of speech, heard on its own?"""
-    speech = int((StreamingVad().feed(audio) >= SPEECH_P).sum()) * WINDOW / 16_000
-    return speech >= MIN_SPEECH_S
+    """Does this float32 PCM hold `MIN_SPEECH_S` of speech, heard on its own?"""
+    return has_speech(StreamingVad().feed(audio))
