@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import jiwer  # noqa: E402
+
 from cht.control import request  # noqa: E402
 from cht.errors import SessionError  # noqa: E402
 from cht.media.ffmpeg import ffmpeg_exe  # noqa: E402
@@ -39,6 +41,7 @@ from conftest import rss_mib  # noqa: E402
 from synthetic import lecture, render  # noqa: E402
 
 from lecture_text import PARAGRAPHS  # noqa: E402
+from transcribe import normalise  # noqa: E402
 
 VOICES = [("en-us", 165), ("en-gb", 160), ("en-gb-x-rp", 170), ("en-us", 175),
           ("en-gb-scotland", 160), ("en-gb-x-gbclan", 165), ("en-us", 155), ("en-gb", 172)]
@@ -64,7 +67,20 @@ def speech(room: int, seconds: float, folder: Path) -> Path:
     wav = folder / f"room{room}.wav"
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
                     "-ar", "48000", "-ac", "1", str(wav)], check=True)
+    (folder / f"room{room}.txt").write_text(", ".join(text))  # what was read, for the WER
     return wav
+
+
+def wer_of_read(text: str, heard: str) -> float:
+    """WER of a room's committed words against the text read, up to where they end (the
+    audio is cut at `--minutes`, mid-text: the words after the cut were never said)."""
+    chunks = jiwer.process_words(normalise(text), normalise(heard) or "-").alignments[0]
+    while chunks and chunks[-1].type == "delete":
+        chunks = chunks[:-1]
+    said = chunks[-1].ref_end_idx if chunks else 0
+    errors = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                 for c in chunks if c.type != "equal")
+    return errors / said if said else float("nan")
 
 
 def real_speech(room: int, seconds: float, folder: Path) -> Path:
@@ -162,6 +178,10 @@ class Watch:
             for w in line.get("words") or []:  # a word is its time and spelling: lines may share a chunk
                 self.seen.setdefault((round(w["start"], 3), w["word"]), (w["end"], now))
 
+    def text(self) -> str:
+        """The committed words in time order."""
+        return " ".join(word for _, word in sorted(self.seen))
+
     def latencies(self) -> list[float]:
         return [latency for _, latency in self.timeline()]
 
@@ -232,6 +252,9 @@ def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak",
     per_room = [w.latencies() for w in watches.values()]
     (folder / f"latencies-{n}-rooms.json").write_text(json.dumps({k: w.timeline() for k, w in watches.items()}))
     every = sorted(x for room in per_room for x in room)
+    read = [path.read_text() for k in range(n) if (path := folder / f"room{k}.txt").exists()]
+    # Each session against the text it is closest to: rooms read the paragraphs in other orders.
+    wers = [min(wer_of_read(text, w.text()) for text in read) for w in watches.values()] if read else []
 
     def pct(values: list[float], q: float) -> float:
         return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
@@ -242,6 +265,7 @@ def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak",
         "worst_room_p95": max(pct(sorted(r), 95) for r in per_room if r),
         "max_lag": max(lags.values(), default=float("nan")), "drain": max(0.0, drain),
         "cpu": 100 * cpu_media / wall_media, "rss": peak_rss,
+        "wer": statistics.mean(wers) if wers else float("nan"),
     }
 
 
@@ -268,11 +292,11 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, stages {args.stages or 'all'}, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
     print("| rooms | words | committed latency median / p95 s | worst room p95 s | max lag s | "
-          "last word after media end s | CPU % (200 = both cores) | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "last word after media end s | CPU % (200 = both cores) | peak RSS MiB | WER vs text read |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['rooms']} | {r['words']} | {r['median']:.2f} / {r['p95']:.2f} | {r['worst_room_p95']:.2f} | "
-              f"{r['max_lag']:.1f} | {r['drain']:.1f} | {r['cpu']:.0f} | {r['rss']:.0f} |")
+              f"{r['max_lag']:.1f} | {r['drain']:.1f} | {r['cpu']:.0f} | {r['rss']:.0f} | {r['wer']:.1%} |")
 
 
 if __name__ == "__main__":
