@@ -65,7 +65,7 @@ class Client:
     def peek(self):
         return self._queue[self._taken] if self._taken < len(self._queue) else None
 
-    def take(self) -> None:
+    def take(self, chunk) -> None:
         self._taken += 1
 
     def peek_draft(self):

@@ -29,7 +29,7 @@ from cht.transcribe.repeats import drop_loops, find_loop
 from cht.transcribe.store import TranscriptLine, TranscriptStore, Word
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from dialog import jfk
-from speech import beckett, engine, model_dir, norm
+from speech import HUMAN, beckett, engine, model_dir, norm
 
 
 def words(text: str, start: float = 0.0, step: float = 0.4) -> list[Word]:
@@ -355,7 +355,7 @@ def test_a_silent_chunk_never_covers_words_a_step_committed(tmp_path):
         transcriber.draft_done(buffer, heard)
     silent = Chunk(0, np.zeros(int(8.8 * RATE), np.float32), [(0, 60.0)], False)
     transcriber._enqueue(silent)
-    transcriber.take()
+    transcriber.take(silent)
     transcriber.complete(silent, None, 0.0)
     transcriber._flush_silence()
     spans = sorted(line.span for line in TranscriptStore(tmp_path).read())
@@ -541,6 +541,40 @@ def test_catch_up_decodes_a_phrase_alone_between_long_pauses_without_a_loop(tmp_
     assert said == ("and so my fellow americans ask not what your country can do for you ask what you can "
                     "do for your country ever tried ever failed no matter try again fail again fail better").split(), said
     assert model.retries == retries, "a window decoded again"
+
+
+def test_a_backlog_is_decoded_a_kind_at_a_time_and_written_in_turn(tmp_path):
+    """jfk's and beckett's short phrases and long stretches in turn, all queued at once (a
+    catch-up): the chunks of one beam and window are decoded together from across the queue,
+    not one window a call as they came, and every line is still written in turn."""
+    from cht.transcribe.engine import SpeechEngine
+
+    class Counted:  # the real model; counts the windows of each call
+        def __init__(self, model) -> None:
+            self.model, self.calls = model, []
+
+        def transcribe_batch(self, audios, **kwargs):
+            self.calls.append(len(audios))
+            return self.model.transcribe_batch(audios, **kwargs)
+
+    model = Counted(engine().model)
+    said = joined([clip(JFK), beckett().astype(np.float32) / 32768])
+    options = replace(OFFLINE_TRANSCRIBE, language="en")
+    transcriber = Transcriber(SpeechEngine(model), TranscriptStore(tmp_path), ev.EventBus(), options)
+    pcm = (np.concatenate([said, said]) * 32767).astype(np.int16)
+    for i in range(0, len(pcm), RATE // 2):
+        transcriber.feed(PcmChunk(i / RATE, pcm[i:i + RATE // 2]))
+    transcriber.flush()
+    queued = sum(1 for chunk in transcriber._queue if chunk.speech)
+    transcriber.start()
+    assert transcriber.stop()
+    assert sum(model.calls) == queued >= 6 and len(model.calls) <= 3, (queued, model.calls)
+    lines = TranscriptStore(tmp_path).read()
+    assert [line.chunk for line in lines] == sorted(line.chunk for line in lines), "a line out of turn"
+    spans = [line.span for line in lines]
+    assert all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
+    words = [norm(w.word) for line in lines for w in line.words if norm(w.word)]
+    assert words == (HUMAN["jfk"] + " " + HUMAN["beckett"] + " ").split() * 2, words
 
 
 def test_a_short_chunk_is_decoded_greedy_live_as_in_catch_up(tmp_path):

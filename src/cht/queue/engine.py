@@ -112,7 +112,7 @@ class QueueEngine:
                 pending.clear()
                 continue
             while (chunk := client.peek()) is not None:
-                client.take()
+                client.take(chunk)
                 item = _Pending(chunk, f"{client.store.root.name}:{chunk.id}:{self._runs[id(client)]}",
                                 client.language)
                 pending.append(item)

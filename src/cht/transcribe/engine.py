@@ -8,7 +8,9 @@ lags evenly; nothing is dropped, the queues (bounded in seconds of audio) hold t
 producers back instead. CTranslate2 decodes a batch of windows in one call for less than
 the sum of its parts (bench/rooms.py). Drafts of the phrases still being spoken are
 decoded only while no final chunk waits, oldest request first. A batch holds windows of one
-size only (`model.window_s`), so a chunk's words do not depend on its batch-mates.
+size only (`model.window_s`), so a chunk's words do not depend on its batch-mates; a
+session's chunks of that kind are gathered from across its queue, not only from its head
+(`Transcriber.peek`), and each line is still written in turn.
 Steps (decodes of each session's uncommitted audio, `worker`) are served when no final chunk
 waits, the oldest request first, batched with other sessions' steps of the same language and
 window size: with many rooms, one call a second serves them all.
@@ -116,16 +118,14 @@ class SpeechEngine:
         for _ in range(self.max_batch):  # rounds: one more chunk from each session per round
             added = False
             for client in clients:
-                chunk = client.peek()
+                chunk = client.peek(lambda c: batch is None or not c.speech or self._fits(batch, client, c))
                 if chunk is None:
                     continue
                 if batch is None:
                     batch = _Batch(client.language, client.beam_for(chunk))
-                if chunk.speech and not self._fits(batch, client, chunk):
-                    continue
                 if chunk.speech and not self._speech_items(batch):
                     batch.beam_size = client.beam_for(chunk)  # silence is not decoded: its beam is no one's
-                client.take()
+                client.take(chunk)
                 batch.items.append((client, chunk))
                 added = True
             if not added:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cht import events as ev
@@ -45,6 +46,7 @@ CONTEXT_S = 2.5  # committed speech a trim keeps before the next words (1.5 s: m
 STEP_JITTER_S = 0.1  # a step is due after this much less new audio than `step_s` (fragments are not all 0.5 s)
 STEP_MIN_GAP = 0.5  # ... and this part of `step_s` after the last (a backlog's audio comes faster)
 SHORT_CHUNK_S = 6.0  # a closed chunk shorter than this is decoded greedy (`beam_for`)
+BATCH_AHEAD = 16  # queued chunks the engine looks across for batch-mates of one kind (`peek`)
 
 
 @dataclass
@@ -82,7 +84,9 @@ class Transcriber:
         self._done = merge(done or [])  # global spans already in the transcript: not fed again
         self._cond = engine.cond  # one lock for the engine and every queue it serves
         self._queue: deque[Chunk] = deque()
-        self._taken = 0  # chunks at the queue's head the engine is working on
+        self._taken = 0  # queued chunks the engine is working on
+        self._out: set[int] = set()  # ids of the queued chunks taken (with the engine, or back early)
+        self._back: dict[int, tuple[Decoded | None, float, bool]] = {}  # back before a chunk ahead of them
         self._queued_s = 0.0
         self._draft: Chunk | None = None  # the uncommitted audio, waiting for a step
         self.draft_requested_at: float | None = None  # monotonic s; the engine serves the oldest first
@@ -232,13 +236,23 @@ class Transcriber:
         fourteenth pass)."""
         return 1 if chunk.seconds < SHORT_CHUNK_S else self.beam_size
 
-    def peek(self) -> Chunk | None:
-        """The next final chunk not yet taken, if any."""
-        if self._abandon or self._taken >= len(self._queue):
+    def peek(self, fits: Callable[[Chunk], bool] | None = None) -> Chunk | None:
+        """The first queued chunk not yet taken; with `fits`, the first of the next
+        `BATCH_AHEAD` that fits the batch being gathered. A backlog of long and short phrases in
+        turn reached the engine in turn, beam 3 and greedy, one window a call; gathered by kind
+        across the queue, the real clips' catch-up took ~0.7 of the time (bench/README.md,
+        nineteenth pass). Lines are still written in turn (`complete`)."""
+        if self._abandon:
             return None
-        return self._queue[self._taken]
+        for n, chunk in enumerate(self._queue):
+            if fits is not None and n >= BATCH_AHEAD:
+                return None
+            if id(chunk) not in self._out and (fits is None or fits(chunk)):
+                return chunk
+        return None
 
-    def take(self) -> None:
+    def take(self, chunk: Chunk) -> None:
+        self._out.add(id(chunk))
         self._taken += 1
 
     def peek_draft(self) -> Chunk | None:
@@ -252,7 +266,26 @@ class Transcriber:
 
     @in_own_session
     def complete(self, chunk: Chunk, decoded: Decoded | None, busy_s: float, failed: bool = False) -> None:
-        """The engine is done with the chunk at the head of the queue: write its line."""
+        """The engine is done with a chunk: its line is written once every chunk queued before
+        it is (a batch may bring a later chunk back first, `peek`)."""
+        try:
+            with self._cond:
+                self._back[id(chunk)] = (decoded, busy_s, failed)
+            while True:
+                with self._cond:
+                    head = self._queue[0] if self._queue else None
+                    if head is None or id(head) not in self._back:
+                        break
+                    result = self._back.pop(id(head))
+                self._write_final(head, *result)
+        finally:
+            with self._cond:
+                self._taken -= 1
+                self._cond.notify_all()
+        self._report_lag()
+
+    def _write_final(self, chunk: Chunk, decoded: Decoded | None, busy_s: float, failed: bool) -> None:
+        """The line of the chunk at the head of the queue, from its final decode."""
         try:
             if failed:
                 if not self._abandon:  # abandoned: it stays missing for `cht transcribe`, as asked
@@ -272,10 +305,9 @@ class Transcriber:
         finally:
             with self._cond:
                 self._queue.popleft()
-                self._taken -= 1
+                self._out.discard(id(chunk))
                 self._queued_s -= chunk.seconds
                 self._cond.notify_all()
-        self._report_lag()
 
     @in_own_session
     def draft_done(self, chunk: Chunk, decoded: Decoded | None, busy_s: float = 0.0) -> None:
@@ -313,8 +345,10 @@ class Transcriber:
     @in_own_session
     def settle(self, chunk: Chunk) -> None:
         """The engine is about to decode this closed chunk: what the steps heard before its
-        pause is committed first (`LocalAgreement.settle`)."""
-        if self._abandon or self.language is None or not chunk.ends_in_pause:
+        pause is committed first (`LocalAgreement.settle`). Not for a chunk decoded before its
+        turn: the final of the one ahead of it commits them."""
+        if (self._abandon or self.language is None or not chunk.ends_in_pause
+                or not self._queue or self._queue[0] is not chunk):
             return
         try:
             words = self._agreement.settle(chunk.end)
