@@ -240,7 +240,7 @@ class Transcriber:
         """The first queued chunk not yet taken; with `fits`, the first of the next
         `BATCH_AHEAD` that fits the batch being gathered. A backlog of long and short phrases in
         turn reached the engine in turn, beam 3 and greedy, one window a call; gathered by kind
-        across the queue, the real clips' catch-up took ~0.7 of the time (bench/README.md,
+        across the queue, the real clips' catch-up took 0.55-0.7 of the time (bench/README.md,
         nineteenth pass). Lines are still written in turn (`complete`)."""
         if self._abandon:
             return None
