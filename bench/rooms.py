@@ -2,7 +2,8 @@
 
 Each room is a 1280×720 slide lecture (slides, bullets, a webcam box, a pointer) with its own
 continuous speech: espeak-ng reading lecture paragraphs in a room's own voice and pace,
-sentences joined with no pause longer than a breath. Every room pushes MPEG-TS over TCP to its
+sentences joined with no pause longer than a breath (`--speech voiced`: a neural voice reads
+them, each room at its own pace). Every room pushes MPEG-TS over TCP to its
 own `--listen` URL at real pace; the service records, analyses and transcribes all of them with
 one speech engine.
 
@@ -29,10 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import jiwer  # noqa: E402
+import numpy as np  # noqa: E402
 
 from cht.control import request  # noqa: E402
 from cht.errors import SessionError  # noqa: E402
@@ -41,6 +44,7 @@ from conftest import rss_mib  # noqa: E402
 from synthetic import lecture, render  # noqa: E402
 
 from lecture_text import PARAGRAPHS  # noqa: E402
+from neural_voice import GAP_S, voiced  # noqa: E402
 from transcribe import normalise  # noqa: E402
 
 VOICES = [("en-us", 165), ("en-gb", 160), ("en-gb-x-rp", 170), ("en-us", 175),
@@ -56,18 +60,43 @@ def free_port() -> int:
 def speech(room: int, seconds: float, folder: Path) -> Path:
     """Continuous speech for one room: paragraphs read back to back, joined by commas."""
     voice, wpm = VOICES[room % len(VOICES)]
-    words_needed = int(seconds / 60 * wpm * 1.15) + 20
-    order = PARAGRAPHS[room % len(PARAGRAPHS):] + PARAGRAPHS[:room % len(PARAGRAPHS)]
-    text, k = [], 0
-    while sum(len(p.split()) for p in text) < words_needed:
-        text.append(order[k % len(order)])
-        k += 1
+    text = room_text(room, int(seconds / 60 * wpm * 1.15) + 20)
     raw = folder / f"room{room}.espeak.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-g", "1", "-w", str(raw), ", ".join(text)], check=True)
     wav = folder / f"room{room}.wav"
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
                     "-ar", "48000", "-ac", "1", str(wav)], check=True)
     (folder / f"room{room}.txt").write_text(", ".join(text))  # what was read, for the WER
+    return wav
+
+
+def room_text(room: int, words_needed: int) -> list[str]:
+    """The paragraphs a room reads, each room starting at another one."""
+    order = PARAGRAPHS[room % len(PARAGRAPHS):] + PARAGRAPHS[:room % len(PARAGRAPHS)]
+    text, k = [], 0
+    while sum(len(p.split()) for p in text) < words_needed:
+        text.append(order[k % len(order)])
+        k += 1
+    return text
+
+
+def voiced_speech(room: int, seconds: float, folder: Path) -> Path:
+    """A neural voice (`neural_voice`) reading the room's paragraphs, each room at its own
+    pace, pauses squeezed to 0.15 s."""
+    pace = PACES[room % len(PACES)]
+    text = room_text(room, int(seconds / 60 * 190 / pace) + 20)
+    audio = np.concatenate([np.concatenate([voiced(p, pace), np.zeros(int(GAP_S * 16000), np.float32)])
+                            for p in text])
+    raw = folder / f"room{room}.voiced.wav"
+    with wave.open(str(raw), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    wav = folder / f"room{room}.wav"
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
+                    "-ar", "48000", "-ac", "1", str(wav)], check=True)
+    (folder / f"room{room}.txt").write_text(", ".join(text))
     return wav
 
 
@@ -103,7 +132,8 @@ def real_speech(room: int, seconds: float, folder: Path) -> Path:
     return wav
 
 
-SPEECH = {"espeak": speech, "real": real_speech}
+SPEECH = {"espeak": speech, "real": real_speech, "voiced": voiced_speech}
+PACES = [1.0, 1.08, 0.94, 1.15, 0.9, 1.04]  # a room's Piper length scale
 
 
 def room_media(room: int, seconds: float, video: Path, folder: Path, kind: str = "espeak") -> Path:
@@ -276,7 +306,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the media, sessions and each word's latency "
                         "(latencies-N-rooms.json) in this folder")
     parser.add_argument("--speech", choices=sorted(SPEECH), default="espeak",
-                        help="espeak: synthetic paragraphs with no pause; real: jfk.flac and beckett.wav back to back")
+                        help="espeak: synthetic paragraphs with no pause; voiced: the same read by a neural voice; "
+                             "real: jfk.flac and beckett.wav back to back")
     parser.add_argument("--stages", help="only these analysis stages (cht ingest --stages; default: all)")
     args = parser.parse_args()
     seconds = args.minutes * 60

@@ -7,6 +7,8 @@ Programmes (16 kHz mono, with the human text):
 - lecture: the rooms bench's eight lecture paragraphs (2.3 min, 402 words) the same way, 0.15 s
   apart: long enough that a few words either way move the WER by less than a point (not in
   the default set: it takes three minutes a run).
+- voiced: the same paragraphs read by a neural voice (`neural_voice`: Piper's en_US "joe"),
+  its pauses squeezed to 0.15 s: a human-like voice at the espeak lecture's rhythm (1.9 min).
 
 Live: fed to a `Transcriber` at real pace in pieces of `RecordOptions.fragment_s` (what the
 recorder's fragments deliver: 0.5 s now, 1 s before; the code on PYTHONPATH decides),
@@ -18,7 +20,7 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture] [--runs live,catch-up,chunk-ends] [--language en|detect] [--tile N]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture,voiced] [--runs live,catch-up,chunk-ends] [--language en|detect] [--tile N]
 
 `chunk-ends`: live, with the policy before streaming commit (no steps: a chunk's words are
 committed when a pause or the 15 s cut closes it), the baseline the issue's "WER no worse than
@@ -59,6 +61,7 @@ from cht.transcribe.model import SpeechModel, default_model_dir
 from cht.transcribe.store import TranscriptStore
 from cht.transcribe.worker import TranscribeOptions, Transcriber
 from lecture_text import PARAGRAPHS as LECTURE
+from neural_voice import GAP_S, voiced
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 HUMAN = {  # what is said in the media, for the WER against people rather than the model
@@ -101,10 +104,13 @@ def programme(name: str, tile: int = 1) -> tuple[np.ndarray, str]:
 def _programme(name: str) -> tuple[np.ndarray, str]:
     if name in ("synthetic", "lecture"):
         parts = [(espeak(p), p) for p in (PARAGRAPHS if name == "synthetic" else LECTURE)]
-        gap, repeat, lead = 0.15, 1, 0.5
+        gap, repeat, lead = GAP_S, 1, 0.5
+    elif name == "voiced":
+        parts = [(voiced(p), p) for p in LECTURE]
+        gap, repeat, lead = GAP_S, 1, 0.5
     else:
         parts = clips()
-        gap, repeat, lead = (1.5, 2, 1.5) if name == "pause-rich" else (0.15, 3, 0.5)
+        gap, repeat, lead = (1.5, 2, 1.5) if name == "pause-rich" else (GAP_S, 3, 0.5)
     silence = np.zeros(int(gap * RATE), np.float32)
     audio, human = [np.zeros(int(lead * RATE), np.float32)], []
     for _ in range(repeat):

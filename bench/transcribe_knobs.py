@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from contextlib import contextmanager
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,21 @@ def knob(spec: str) -> tuple[object, str, float | int | tuple[float, ...]] | Non
                          "(agreement.MATURE_P=0.8)") from None
 
 
+@contextmanager
+def changed(change: tuple[object, str, object] | None):
+    """The knob set for the block (`knob`'s answer; None: nothing changed)."""
+    if change is None:
+        yield
+        return
+    target, attr, value = change
+    saved = getattr(target, attr)
+    setattr(target, attr, value)
+    try:
+        yield
+    finally:
+        setattr(target, attr, saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--programmes", default="lecture,continuous")
@@ -54,16 +70,8 @@ def main() -> None:
         reference, _ = bench.offline_reference(model_dir, audio)
         ref_text = " ".join(w["word"] for w in reference)
         for spec, change in variants:
-            saved = None
-            if change:
-                target, attr, value = change
-                saved = getattr(target, attr)
-                setattr(target, attr, value)
-            try:
+            with changed(change):
                 seen, transcriber, t0, _, _, lines = bench.run(engine, audio, "live")
-            finally:
-                if change:
-                    setattr(target, attr, saved)
             lat = bench.latencies(reference, seen, t0)
             text = bench.transcript_text(lines)
             print(f"| {name} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "

@@ -22,7 +22,7 @@ import pytest
 from cht import events as ev
 from cht.analyze.reader import PcmChunk
 from cht.offline import OFFLINE_TRANSCRIBE
-from cht.transcribe.agreement import LocalAgreement
+from cht.transcribe.agreement import MATURE_S, LocalAgreement
 from cht.transcribe.chunker import RATE
 from cht.transcribe.model import Decoded
 from cht.transcribe.repeats import drop_loops, find_loop
@@ -32,8 +32,8 @@ from dialog import jfk
 from speech import HUMAN, beckett, engine, model_dir, norm
 
 
-def words(text: str, start: float = 0.0, step: float = 0.4) -> list[Word]:
-    return [Word(round(start + i * step, 3), round(start + i * step + 0.3, 3), f" {w}", 0.9)
+def words(text: str, start: float = 0.0, step: float = 0.4, p: float = 0.7) -> list[Word]:
+    return [Word(round(start + i * step, 3), round(start + i * step + 0.3, 3), f" {w}", p)
             for i, w in enumerate(text.split())]
 
 
@@ -66,12 +66,12 @@ def test_words_the_last_step_heard_before_a_pause_are_committed_as_the_chunk_clo
     pause, heard with 0.3 s of audio after them and fairly sure, are committed first, once."""
     agreement = LocalAgreement()
     agreement.insert(words("ever tried ever"), 1.2)
-    assert texts(agreement.insert(words("ever tried ever failed"), 1.9)) == "ever tried ever"
+    assert texts(agreement.insert(words("ever tried ever failed", p=0.9), 1.9)) == "ever tried ever"
     assert texts(agreement.settle(2.0)) == "failed"
     assert agreement.finish(words("ever tried ever failed")) == []  # the final adds nothing twice
 
     barely, unsure = LocalAgreement(), LocalAgreement()
-    for state, last, heard_until in ((barely, words("ever failed"), 0.9), (unsure, words("ever failed"), 1.5)):
+    for state, last, heard_until in ((barely, words("ever failed", p=0.9), 0.9), (unsure, words("ever failed"), 1.5)):
         state.insert(last[:1], 0.5)
         if state is unsure:
             last[1] = Word(last[1].start, last[1].end, last[1].word, 0.5)
@@ -119,10 +119,10 @@ def test_a_word_whisper_keeps_changing_is_committed_once_enough_was_heard_after_
     assert texts(agreement.insert(*heard("the chairman walked out and"))) == "the chairman"
     # A third version of the next word, and of the words after it: agreement alone would wait on.
     assert agreement.insert(*heard("worked down to the river", start=0.8)) == []
-    # This decode heard 2 s after "walked" (ends 1.1 s; audio to 4.3 s), a word the model is
-    # fairly sure of: committed with what follows it up to 2 s before the audio's end.
-    sure = words("walked down by the river with two of his colleagues", start=0.8)
-    assert texts(agreement.insert(sure, 4.3)) == "walked down by the"
+    # This decode heard `MATURE_S` after "the" (ends 2.3 s), words the model is fairly sure of:
+    # committed up to `MATURE_S` before the audio's end.
+    sure = words("walked down by the river with two of his colleagues", start=0.8, p=0.9)
+    assert texts(agreement.insert(sure, 2.3 + MATURE_S)) == "walked down by the"
     # Words the model doubts wait for a second decode that agrees, however much was heard.
     agreement = LocalAgreement()
     # (0.7 too: committing those cost the espeak lecture 2-3 points of WER, bench/transcribe.py.)
@@ -144,8 +144,8 @@ def test_a_word_heard_two_ways_between_agreeing_words_is_settled_by_the_surer_de
     assert committed[0].p == 0.47
     # A word heard two ways at the end of what both decodes heard waits: nothing after it agrees yet.
     agreement = LocalAgreement()
-    agreement.insert(step("the/0.9 budget/0.9 for/0.9 next/0.3"), 4.0)
-    assert texts(agreement.insert(step("the/0.9 budget/0.9 for/0.9 text/0.4 year/0.9"), 4.5)) == "the budget for"
+    agreement.insert(step("the/0.7 budget/0.7 for/0.7 next/0.3"), 4.0)
+    assert texts(agreement.insert(step("the/0.7 budget/0.7 for/0.7 text/0.4 year/0.7"), 4.5)) == "the budget for"
 
 
 def test_words_a_decode_that_stopped_early_did_not_hear_wait_for_the_next_one():
@@ -224,7 +224,7 @@ def test_a_committed_word_heard_as_another_word_within_its_own_audio_is_not_comm
     # its audio cut by the kill, heard "tried, a failed" ("a" at p 0.058). That run's word times
     # were not kept: here "a" lies within the audio "ever" was heard in.
     agreement = LocalAgreement()
-    steps = [Word(0.0, 0.52, " Ever", 0.9), Word(0.52, 0.98, " tried,", 0.9), Word(1.46, 2.04, " ever", 0.9)]
+    steps = [Word(0.0, 0.52, " Ever", 0.7), Word(0.52, 0.98, " tried,", 0.7), Word(1.46, 2.04, " ever", 0.7)]
     agreement.insert(steps, 2.3)
     assert texts(agreement.insert(steps, 2.6)) == "Ever tried, ever"
     final = [Word(0.52, 0.98, " tried,", 0.9), Word(1.8, 2.0, " a", 0.058), Word(2.04, 2.5, " failed", 0.6)]
@@ -491,7 +491,7 @@ def test_continuous_speech_is_committed_within_seconds_of_each_word_end(tmp_path
     assert len(walls) == len(heard)
     latency = {truth[i][0] + f"@{truth[i][2]:.1f}": round(walls[j] - (t0 + truth[i][2]), 2) for i, j in pairs.items()}
     # bench/transcribe.py measures the latency; this is its bound: a word is committed when two
-    # steps agree on it or 2-3 s after it was heard (`agreement.mature`), steps come each second.
+    # steps agree on it or, if sure, once a step heard 0.7 s after it (`agreement.mature`), steps come each second.
     late = {word: s for word, s in latency.items() if s > 5.0}
     median = float(np.median(list(latency.values())))
     assert not late and median <= 3.0, (late, f"median {median:.2f} s")

@@ -14,7 +14,12 @@ is fairly sure of it (`MATURE_P`): by then the words around it have settled. The
 `MATURE_P` there were the wrong ones ("I" 0.37, "either" 0.08): they wait for agreement. At
 0.6, a 138 s espeak lecture (bench/transcribe.py --programmes lecture) came out 16.2 % wrong
 live, against 11.7 % when words are committed only at chunk ends; at 0.8, 12.9-13.9 %, for
-0.1-0.4 s more p95 latency (0.9: no better).
+0.1-0.4 s more p95 latency (0.9: no better). `MATURE_S` was 2 s; at 0.7 s a sure word is
+committed by the first decode that heard a little after it, and the median from word end to
+committed fell by 0.17-0.32 s on lecture speech at the same WER (bench/virtual_live.py, which
+runs the live policy on a simulated clock, so runs compare without the host's noise;
+bench/README.md, twentieth pass). At 0.5 s: 0.35 s less, but 1.4 points more WER against
+faster-whisper's own reading.
 
 A word heard two ways by two decodes whose next words agree ("the budget for next year" /
 "a budget for next year") held the whole clause after it back for another decode: 4.7-4.9 s
@@ -52,7 +57,7 @@ BEFORE_S = 0.25  # a word starting this long before the committed end was alread
 OVERLAP_S = 0.05  # a word matching the committed tail is that word again if it starts before the tail ends (+ this)
 MAX_OVERLAP = 5  # words of the committed tail compared with the head of a new hypothesis
 REPEAT_S = 1.0  # ... two or more of them starting within this of the committed end are a repeat
-MATURE_S = 2.0  # a word followed by this much audio in the decode that has it is committed, agreed on or not
+MATURE_S = 0.7  # a word followed by this much audio in the decode that has it is committed, agreed on or not
 MATURE_P = 0.8  # ... and the model's probability for it this high
 SETTLED_BY = 2  # a word heard two ways is settled when this many words after it agree
 EARLY_S = 1.0  # a decode whose words end this long before its audio stopped early (see `LocalAgreement.insert`)

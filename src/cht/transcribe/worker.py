@@ -9,7 +9,7 @@ grows and is reported, and no audio is ever dropped.
 Continuous speech hardly pauses, so waiting for the chunk's end would commit a lecture's words
 10 s late. While its queue is empty the session asks the engine for a *step* about once a
 second: a decode of the audio not committed yet. `agreement.LocalAgreement` commits the words
-on which two consecutive steps agree (or that a step heard 2 s of audio after), and they are
+on which two consecutive steps agree (or that a step heard 0.7 s of audio after, if sure), and they are
 written at once as a line of their own (a line may end mid-sentence); the rest is published
 as the page's draft. The buffer is trimmed after a committed sentence end, or when it grows
 long, so steps stay short, `CONTEXT_S` before the end of the committed words: the words kept

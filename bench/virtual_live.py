@@ -1,0 +1,156 @@
+"""Live transcription on a virtual clock: policy comparisons free of the host's speed.
+
+    python bench/virtual_live.py [--programmes voiced,lecture] [--phases 0,0.25] [base] [chunk-ends] agreement.MATURE_S=1 ...
+
+A live run (`bench/transcribe.py`) moves by 0.3-0.7 s of median and 1-2 points of WER
+between runs of the same code: the host's speed changes by half within an hour here, and
+when a step lands against the audio decides what it hears. This runs the real `Transcriber`
+and the real model, one job at a time in this thread, but time is simulated: the audio's
+0.5 s fragments arrive at their times on the clock, and a job (a step, a final chunk) takes
+`COST_S` for its window, whatever it took on the host. So a run is a pure function of the
+code and the audio: two variants compared hear the same audio at the same steps until their
+policies differ, and a figure measured here is the same on any machine. `--phases` shifts
+the fragments against the speech (0.25: the first fragment is 0.25 s), so a comparison is
+made over more than one set of step times. Each variant is `module.NAME=value` as in
+`bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
+commit).
+
+Committed latency: the clock when a line holding the word is written minus the word's end.
+The cost table is this 2-core host's (bench/README.md, fourteenth pass: steps in 6/10/15 s
+windows took 0.42/0.85/1.27 s at beam 3); finals are greedy or beam 3 in their window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import jiwer
+import numpy as np
+
+import transcribe as bench
+import transcribe_knobs as knobs
+from cht import events as ev
+from cht.analyze.reader import PcmChunk
+from cht.config import RecordOptions
+from cht.transcribe import worker
+from cht.transcribe.chunker import RATE
+from cht.transcribe.engine import SpeechEngine, _Batch
+from cht.transcribe.model import SpeechModel, default_model_dir, window_s
+from cht.transcribe.store import TranscriptStore
+from cht.transcribe.worker import Transcriber
+
+STEP_COST_S = {6.0: 0.42, 10.0: 0.85, 15.0: 1.27, 20.0: 1.7, 30.0: 2.6}  # a step, by window
+FINAL_COST_S = {10.0: 0.6, 15.0: 1.0, 20.0: 1.4, 30.0: 2.2}  # a final at beam 3, by window
+GREEDY = 0.7  # a greedy final's share of that
+BATCH_MATE = 0.5  # each more window in one call costs this share of the first
+
+
+class Clock:
+    now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def cost(job) -> float:
+    if isinstance(job, _Batch):
+        speech = [chunk for _, chunk in job.items if chunk.speech]
+        if not speech:
+            return 0.0
+        first = FINAL_COST_S[window_s(speech[0].seconds)] * (GREEDY if job.beam_size == 1 else 1.0)
+        return first * (1 + BATCH_MATE * (len(speech) - 1))
+    first = STEP_COST_S[window_s(job.items[0][1].seconds, True)]
+    return first * (1 + BATCH_MATE * (len(job.items) - 1))
+
+
+def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live"):
+    """Feed the programme on the clock; (clock time, final event) pairs and the lines."""
+    clock = Clock()
+    real_time, worker.time = worker.time, SimpleNamespace(monotonic=clock.monotonic)
+    engine._thread = threading.current_thread()  # no engine thread: jobs run here, on the clock
+    bus = ev.EventBus()
+    seen: list[tuple[float, ev.TranscriptSegments]] = []
+    bus.subscribe(lambda e: seen.append((clock.now, e)) if isinstance(e, ev.TranscriptSegments) and e.final else None)
+    pcm = (audio * 32767).astype(np.int16)
+    step = round(RecordOptions().fragment_s * RATE)
+    cuts = [0] + list(range(round(phase * RATE) or step, len(pcm), step)) + [len(pcm)]
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, bench.options(kind, "en"))
+        transcriber.start()
+        held: list[tuple] = []  # the job's results, handed back when its time is up
+        transcriber.draft_done = lambda *a: held.append((Transcriber.draft_done, a))
+        transcriber.complete = lambda *a, **k: held.append((Transcriber.complete, a, k))
+        done_at = None
+
+        def start_job() -> float | None:
+            with engine.cond:
+                job = engine._next_job()
+            if job is None:
+                return None
+            (engine._run_batch if isinstance(job, _Batch) else engine._run_steps)(job)
+            return clock.now + cost(job)
+
+        def hand_back() -> None:
+            for call in held:
+                call[0](transcriber, *call[1], **(call[2] if len(call) > 2 else {}))
+            held.clear()
+
+        pieces = list(zip(cuts, cuts[1:]))
+        i = 0
+        while i < len(pieces) or done_at is not None:
+            feed_at = pieces[i][1] / RATE if i < len(pieces) else float("inf")
+            if done_at is not None and done_at <= feed_at:
+                clock.now = done_at
+                hand_back()
+                done_at = start_job()
+                continue
+            a, b = pieces[i]
+            clock.now = feed_at
+            transcriber.feed(PcmChunk(a / RATE, pcm[a:b]))
+            i += 1
+            if i == len(pieces):
+                transcriber.flush()
+            if done_at is None:
+                done_at = start_job()
+        lines = TranscriptStore(tmp).read()
+    finally:
+        worker.time = real_time
+        engine._thread = None
+        shutil.rmtree(tmp, ignore_errors=True)
+    return seen, lines, transcriber
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--programmes", default="voiced,lecture")
+    parser.add_argument("--phases", default="0,0.25")
+    parser.add_argument("variants", nargs="+")
+    opts = parser.parse_args()
+    variants = [(spec, None if spec == "chunk-ends" else knobs.knob(spec)) for spec in opts.variants]
+    model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
+    engine = SpeechEngine(SpeechModel(model_dir))
+    print("| speech | phase | variant | committed median s | committed p95 s | steps | WER vs offline | WER vs human |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in opts.programmes.split(","):
+        audio, human = bench.programme(name)
+        reference, _ = bench.offline_reference(model_dir, audio)
+        ref_text = " ".join(w["word"] for w in reference)
+        for phase in map(float, opts.phases.split(",")):
+            for spec, change in variants:
+                with knobs.changed(change):
+                    seen, lines, transcriber = run(engine, audio, phase, "chunk-ends" if spec == "chunk-ends" else "live")
+                lat = bench.latencies(reference, seen, 0.0)
+                text = bench.transcript_text(lines)
+                print(f"| {name} | {phase:g} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "
+                      f"{transcriber.steps} | {jiwer.wer(ref_text, text):.1%} | {jiwer.wer(human, text):.1%} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
