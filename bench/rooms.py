@@ -63,10 +63,15 @@ def speech(room: int, seconds: float, folder: Path) -> Path:
     text = room_text(room, int(seconds / 60 * wpm * 1.15) + 20)
     raw = folder / f"room{room}.espeak.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-g", "1", "-w", str(raw), ", ".join(text)], check=True)
+    return room_wav(raw, room, seconds, folder, text)
+
+
+def room_wav(raw: Path, room: int, seconds: float, folder: Path, text: list[str]) -> Path:
+    """The room's speech cut to `seconds` at 48 kHz, and the text read beside it (for the WER)."""
     wav = folder / f"room{room}.wav"
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
                     "-ar", "48000", "-ac", "1", str(wav)], check=True)
-    (folder / f"room{room}.txt").write_text(", ".join(text))  # what was read, for the WER
+    (folder / f"room{room}.txt").write_text(", ".join(text))
     return wav
 
 
@@ -93,11 +98,7 @@ def voiced_speech(room: int, seconds: float, folder: Path) -> Path:
         out.setsampwidth(2)
         out.setframerate(16000)
         out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    wav = folder / f"room{room}.wav"
-    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(raw), "-t", str(seconds),
-                    "-ar", "48000", "-ac", "1", str(wav)], check=True)
-    (folder / f"room{room}.txt").write_text(", ".join(text))
-    return wav
+    return room_wav(raw, room, seconds, folder, text)
 
 
 def wer_of_read(text: str, heard: str) -> float:
