@@ -40,6 +40,15 @@ def knob(spec: str) -> tuple[object, str, float | int | tuple[float, ...]] | Non
                          "(agreement.MATURE_P=0.8)") from None
 
 
+def programmes(names: str, model_dir: Path):
+    """Each programme named (comma-separated) with faster-whisper's own reading of it: name,
+    audio, the human text, the reference words and their text."""
+    for name in names.split(","):
+        audio, human = bench.programme(name)
+        reference, _ = bench.offline_reference(model_dir, audio)
+        yield name, audio, human, reference, " ".join(w["word"] for w in reference)
+
+
 @contextmanager
 def changed(change: tuple[object, str, object] | None):
     """The knob set for the block (`knob`'s answer; None: nothing changed)."""
@@ -65,10 +74,7 @@ def main() -> None:
     engine = SpeechEngine(SpeechModel(model_dir))
     print("| speech | variant | committed median s | committed p95 s | RTF | WER vs offline | WER vs human |")
     print("|---|---|---|---|---|---|---|")
-    for name in opts.programmes.split(","):
-        audio, human = bench.programme(name)
-        reference, _ = bench.offline_reference(model_dir, audio)
-        ref_text = " ".join(w["word"] for w in reference)
+    for name, audio, human, reference, ref_text in programmes(opts.programmes, model_dir):
         for spec, change in variants:
             with changed(change):
                 seen, transcriber, t0, _, _, lines = bench.run(engine, audio, "live")

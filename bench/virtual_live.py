@@ -137,10 +137,7 @@ def main() -> None:
     engine = SpeechEngine(SpeechModel(model_dir))
     print("| speech | phase | variant | committed median s | committed p95 s | steps | WER vs offline | WER vs human |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in opts.programmes.split(","):
-        audio, human = bench.programme(name)
-        reference, _ = bench.offline_reference(model_dir, audio)
-        ref_text = " ".join(w["word"] for w in reference)
+    for name, audio, human, reference, ref_text in knobs.programmes(opts.programmes, model_dir):
         for phase in map(float, opts.phases.split(",")):
             for spec, change in variants:
                 with knobs.changed(change):
