@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -41,6 +40,7 @@ from cht.control import request  # noqa: E402
 from cht.errors import SessionError  # noqa: E402
 from cht.media.ffmpeg import ffmpeg_exe  # noqa: E402
 from conftest import rss_mib  # noqa: E402
+from speech import write_wav  # noqa: E402
 from synthetic import lecture, render  # noqa: E402
 
 from lecture_text import PARAGRAPHS  # noqa: E402
@@ -92,12 +92,7 @@ def voiced_speech(room: int, seconds: float, folder: Path) -> Path:
     text = room_text(room, int(seconds / 60 * 190 / pace) + 20)
     audio = np.concatenate([np.concatenate([voiced(p, pace), np.zeros(int(GAP_S * 16000), np.float32)])
                             for p in text])
-    raw = folder / f"room{room}.voiced.wav"
-    with wave.open(str(raw), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    raw = write_wav(folder / f"room{room}.voiced.wav", (np.clip(audio, -1, 1) * 32767).astype("<i2"))
     return room_wav(raw, room, seconds, folder, text)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from contextlib import contextmanager
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import jiwer

@@ -7,9 +7,10 @@ between runs of the same code: the host's speed changes by half within an hour h
 when a step lands against the audio decides what it hears. This runs the real `Transcriber`
 and the real model, one job at a time in this thread, but time is simulated: the audio's
 0.5 s fragments arrive at their times on the clock, and a job (a step, a final chunk) takes
-`COST_S` for its window, whatever it took on the host. So a run is a pure function of the
-code and the audio: two variants compared hear the same audio at the same steps until their
-policies differ, and a figure measured here is the same on any machine. `--phases` shifts
+`STEP_COST_S` or `FINAL_COST_S` for its window (`cost`), whatever it took on the host. So a
+run is a pure function of the code and the audio: two variants compared hear the same audio
+at the same steps until their policies differ, and a figure measured here is the same on any
+machine. `--phases` shifts
 the fragments against the speech (0.25: the first fragment is 0.25 s), so a comparison is
 made over more than one set of step times. Each variant is `module.NAME=value` as in
 `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
@@ -83,8 +84,8 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
     try:
         transcriber = Transcriber(engine, TranscriptStore(tmp), bus, bench.options(kind, "en"))
         transcriber.start()
-        held: list[tuple] = []  # the job's results, handed back when its time is up
-        transcriber.draft_done = lambda *a: held.append((Transcriber.draft_done, a))
+        held: list[tuple] = []  # the job's results (method, args, kwargs), handed back when its time is up
+        transcriber.draft_done = lambda *a, **k: held.append((Transcriber.draft_done, a, k))
         transcriber.complete = lambda *a, **k: held.append((Transcriber.complete, a, k))
         done_at = None
 
@@ -97,8 +98,8 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
             return clock.now + cost(job)
 
         def hand_back() -> None:
-            for call in held:
-                call[0](transcriber, *call[1], **(call[2] if len(call) > 2 else {}))
+            for method, args, kwargs in held:
+                method(transcriber, *args, **kwargs)
             held.clear()
 
         pieces = list(zip(cuts, cuts[1:]))
@@ -140,8 +141,9 @@ def main() -> None:
     for name, audio, human, reference, ref_text in knobs.programmes(opts.programmes, model_dir):
         for phase in map(float, opts.phases.split(",")):
             for spec, change in variants:
+                kind = spec if spec == "chunk-ends" else "live"
                 with knobs.changed(change):
-                    seen, lines, transcriber = run(engine, audio, phase, "chunk-ends" if spec == "chunk-ends" else "live")
+                    seen, lines, transcriber = run(engine, audio, phase, kind)
                 lat = bench.latencies(reference, seen, 0.0)
                 text = bench.transcript_text(lines)
                 print(f"| {name} | {phase:g} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "
