@@ -4,7 +4,8 @@ which knob moves committed latency and WER, and by how much.
     python bench/transcribe_knobs.py [--programmes lecture,continuous] [base] agreement.MATURE_P=0.6 worker.CONTEXT_S=4 ...
 
 Each argument is `module.NAME=value` for a module of `cht.transcribe` (`base`: nothing
-changed; a value with commas is a tuple: `model.STEP_WINDOWS_S=6,8,10,15,20,30`); each is one
+changed; a value with commas is a tuple: `model.STEP_WINDOWS_S=6,8,10,15,20,30`; knobs joined by
+`+` are set together: `agreement.STALL_AGREED=4+agreement.MATURE_S=1`); each is one
 live run per programme, fed as `bench/transcribe.py` feeds it, against the same offline
 reference. Rows as in bench/README.md's "Which knob" table.
 """
@@ -24,9 +25,12 @@ from cht.transcribe.engine import SpeechEngine
 from cht.transcribe.model import SpeechModel, default_model_dir
 
 
-def knob(spec: str) -> tuple[object, str, float | int | tuple[float, ...]] | None:
-    if spec == "base":
-        return None
+def knob(spec: str) -> list[tuple[object, str, float | int | tuple[float, ...]]]:
+    """The changes a variant makes: `base` none, else `module.NAME=value` knobs joined by `+`."""
+    return [] if spec == "base" else [_one_knob(part) for part in spec.split("+")]
+
+
+def _one_knob(spec: str) -> tuple[object, str, float | int | tuple[float, ...]]:
     name, _, value = spec.partition("=")
     module, _, attr = name.rpartition(".")
     try:
@@ -50,18 +54,16 @@ def programmes(names: str, model_dir: Path):
 
 
 @contextmanager
-def changed(change: tuple[object, str, object] | None):
-    """The knob set for the block (`knob`'s answer; None: nothing changed)."""
-    if change is None:
-        yield
-        return
-    target, attr, value = change
-    saved = getattr(target, attr)
-    setattr(target, attr, value)
+def changed(changes: list[tuple[object, str, object]] | None):
+    """The knobs set for the block (`knob`'s answer; None or []: nothing changed)."""
+    saved = [(target, attr, getattr(target, attr)) for target, attr, _ in changes or []]
+    for target, attr, value in changes or []:
+        setattr(target, attr, value)
     try:
         yield
     finally:
-        setattr(target, attr, saved)
+        for target, attr, value in reversed(saved):
+            setattr(target, attr, value)
 
 
 def main() -> None:

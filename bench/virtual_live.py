@@ -8,12 +8,14 @@ when a step lands against the audio decides what it hears. This runs the real `T
 and the real model, one job at a time in this thread, but time is simulated: the audio's
 0.5 s fragments arrive at their times on the clock, and a job (a step, a final chunk) takes
 `STEP_COST_S` or `FINAL_COST_S` for its window (`cost`), whatever it took on the host. So a
-run is a pure function of the code and the audio: two variants compared hear the same audio
-at the same steps until their policies differ, and a figure measured here is the same on any
-machine. `--phases` shifts
-the fragments against the speech (0.25: the first fragment is 0.25 s), so a comparison is
-made over more than one set of step times. Each variant is `module.NAME=value` as in
-`bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
+run is a pure function of the code, the audio and the CPU: two variants compared hear the same
+audio at the same steps until their policies differ, and a figure measured here is the same on
+any host with the same CPU (CTranslate2's int8 kernels differ by instruction set and read a
+few words differently: on the espeak lecture at phase 0 the landed code's p95 was 4.75 s on the
+host of the twentieth pass and 3.95 s on the twenty-first's, an Intel Xeon with AVX-512).
+`--phases` shifts the fragments against the speech (0.25: the first fragment is 0.25 s), so a comparison is
+made over more than one set of step times. Each variant is `module.NAME=value` (several joined by `+`)
+as in `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
 commit).
 
 Committed latency: the clock when a line holding the word is written minus the word's end.

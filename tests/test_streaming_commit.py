@@ -148,6 +148,32 @@ def test_a_word_heard_two_ways_between_agreeing_words_is_settled_by_the_surer_de
     assert texts(agreement.insert(step("the/0.7 budget/0.7 for/0.7 text/0.4 year/0.7"), 4.5)) == "the budget for"
 
 
+def test_words_heard_differently_before_words_two_decodes_agree_on_are_committed_with_them():
+    # Two steps of the neural-voice lecture (bench/virtual_live.py; probabilities as heard):
+    # "In terms of thermodynamics" heard in turn as "Sermon Mininix" and "term of dynamics",
+    # the words after it the same, heard at the same times.
+    def step(head: str, tail: str) -> list[Word]:
+        first = [(w.split("/")[0], float(w.split("/")[1])) for w in head.split()]
+        span = 0.8 / len(first)
+        return ([Word(29.6 + span * i, 29.6 + span * (i + 1), f" {w}", p) for i, (w, p) in enumerate(first)]
+                + [Word(30.5 + 0.3 * i, 30.7 + 0.3 * i, f" {w}", 0.95) for i, w in enumerate(tail.split())])
+
+    agreement = LocalAgreement()
+    agreement.insert(step("Sermon/0.49 Mininix,/0.43", "the first law says that energy"), 34.5)
+    committed = agreement.insert(step("term/0.02 of/0.96 dynamics,/0.59", "the first law says that energy is"), 35.5)
+    assert texts(committed).startswith("term of dynamics, the first law says that")
+    # Fewer agreeing words after them than `AGREED_AFTER`: they wait, and so does all after them.
+    agreement = LocalAgreement()
+    agreement.insert(step("Sermon/0.49 Mininix,/0.43", "the first law"), 32.0)
+    assert agreement.insert(step("term/0.02 of/0.96 dynamics,/0.59", "the first law"), 32.0) == []
+    # The same words heard elsewhere (a phrase said again later) are not where the decodes agree again.
+    agreement = LocalAgreement()
+    agreement.insert(step("Sermon/0.49 Mininix,/0.43", "the first law says that"), 32.0)
+    later = [Word(w.start + 1.0, w.end + 1.0, w.word, w.p) for w in step("term/0.02 of/0.96 dynamics,/0.59",
+                                                                          "the first law says that")]
+    assert agreement.insert(later, 32.0) == []
+
+
 def test_words_a_decode_that_stopped_early_did_not_hear_wait_for_the_next_one():
     # Whisper now and then ends a step's text seconds before its audio ends (the espeak lecture:
     # 5 steps in 133). What the step before it heard there stays pending, to be agreed on.
@@ -536,7 +562,9 @@ def test_catch_up_decodes_a_phrase_alone_between_long_pauses_without_a_loop(tmp_
     retries = model.retries
     _, _, lines = transcribe(tmp_path, joined([clip(JFK), beckett().astype(np.float32) / 32768]),
                              OFFLINE_TRANSCRIBE, live=False)
-    assert [line.text for line in lines if line.text][0] == "And so my fellow Americans.", lines
+    # (Its punctuation differs by CPU: an AVX-512 Xeon wrote "Americans" with no period.)
+    first = [line.text for line in lines if line.text][0]
+    assert [norm(w) for w in first.split()] == "and so my fellow americans".split(), lines
     said = [norm(w.word) for line in lines for w in line.words if norm(w.word)]
     assert said == ("and so my fellow americans ask not what your country can do for you ask what you can "
                     "do for your country ever tried ever failed no matter try again fail again fail better").split(), said
