@@ -36,8 +36,8 @@ and those were committed 6-9 s after they were said. So where two decodes part f
 `DISPUTED` words and then agree on `AGREED_AFTER` words heard at the same times, the words they
 part on are committed in the last decode's reading (it heard the most after them), and the
 agreement goes on past them. On a simulated clock (bench/virtual_live.py, four phases each)
-the p95 from word end to committed fell from 5.13 to 3.48 s on that lecture and from 4.19 to
-3.8 s on espeak's (bench/README.md, twenty-first pass), for about half a point more WER on the
+the p95 from word end to committed fell from 5.12 to 3.48 s on that lecture and from 4.19 to
+3.89 s on espeak's (bench/README.md, twenty-first pass), for about half a point more WER on the
 first and none on the second. After 3 agreed words it fell further but cost espeak's 0.6 points.
 
 A decode that stopped early (Whisper ends a step's text seconds before its audio now and then:
