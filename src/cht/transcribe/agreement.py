@@ -32,7 +32,7 @@ side was often the wrong one, "without a shell" for "the outer shell".)
 Words heard differently by decode after decode held back every word after them: the
 neural-voice lecture's "in terms of thermodynamics" came out "Sermon Mininix", "term of
 dynamics", "Sermon Minanix" in turn while the 17 words after it were the same in each decode,
-and those were committed 6-9 s after they were said. So where two decodes part for at most
+and those were committed 4-9 s after they were said. So where two decodes part for at most
 `DISPUTED` words and then agree on `AGREED_AFTER` words heard at the same times, the words they
 part on are committed in the last decode's reading (it heard the most after them), and the
 agreement goes on past them. On a simulated clock (bench/virtual_live.py, four phases each)
