@@ -9,6 +9,8 @@ Programmes (16 kHz mono, with the human text):
   the default set: it takes three minutes a run).
 - voiced: the same paragraphs read by a neural voice (`neural_voice`: Piper's en_US "joe"),
   its pauses squeezed to 0.15 s: a human-like voice at the espeak lecture's rhythm (1.9 min).
+- noisy: the voiced lecture under pink noise at `NOISE_SNR_DB` (a hall's ventilation heard by a
+  distant microphone; seeded, so every run hears the same noise).
 
 Live: fed to a `Transcriber` at real pace in pieces of `RecordOptions.fragment_s` (what the
 recorder's fragments deliver: 0.5 s now, 1 s before; the code on PYTHONPATH decides),
@@ -20,7 +22,7 @@ transcribe`'s options, fed as fast as it takes the audio; its wall time is compa
 faster-whisper's `transcribe()`. RTF: model seconds per audio second; CPU: process CPU
 seconds per audio second (all threads: VAD, the engine, the feeding).
 
-    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture,voiced] [--runs live,catch-up,chunk-ends] [--language en|detect] [--tile N]
+    python bench/transcribe.py [--programmes pause-rich,continuous,synthetic,lecture,voiced,noisy] [--runs live,catch-up,chunk-ends] [--language en|detect] [--tile N]
 
 `chunk-ends`: live, with the policy before streaming commit (no steps: a chunk's words are
 committed when a pause or the 15 s cut closes it), the baseline the issue's "WER no worse than
@@ -96,6 +98,9 @@ def espeak(text: str, voice: str = "en") -> np.ndarray:
         return decode_audio(str(wav))
 
 
+NOISE_SNR_DB = 10.0  # the noisy programme's speech-to-noise ratio
+
+
 def programme(name: str, tile: int = 1) -> tuple[np.ndarray, str]:
     audio, human = _programme(name)
     return np.concatenate([audio] * tile), " ".join([human] * tile)
@@ -105,7 +110,7 @@ def _programme(name: str) -> tuple[np.ndarray, str]:
     if name in ("synthetic", "lecture"):
         parts = [(espeak(p), p) for p in (PARAGRAPHS if name == "synthetic" else LECTURE)]
         gap, repeat, lead = GAP_S, 1, 0.5
-    elif name == "voiced":
+    elif name in ("voiced", "noisy"):
         parts = [(voiced(p), p) for p in LECTURE]
         gap, repeat, lead = GAP_S, 1, 0.5
     else:
@@ -118,7 +123,20 @@ def _programme(name: str) -> tuple[np.ndarray, str]:
             audio += [pcm, silence]
             human.append(text)
     audio.append(np.zeros(int(1.0 * RATE), np.float32))
-    return np.concatenate(audio), normalise(" ".join(human))
+    audio = np.concatenate(audio)
+    return with_noise(audio) if name == "noisy" else audio, normalise(" ".join(human))
+
+
+def with_noise(speech: np.ndarray) -> np.ndarray:
+    """`speech` under pink noise (power falling 3 dB an octave), `NOISE_SNR_DB` below the
+    speech's own power where it speaks."""
+    rng = np.random.default_rng(20)
+    spectrum = np.fft.rfft(rng.standard_normal(len(speech)))
+    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(len(speech), 1 / RATE), 20.0))
+    noise = np.fft.irfft(spectrum, len(speech))
+    voiced_power = np.mean(speech[np.abs(speech) > 0.01] ** 2)
+    noise *= np.sqrt(voiced_power / np.mean(noise ** 2) / 10 ** (NOISE_SNR_DB / 10))
+    return np.clip(speech + noise, -1.0, 1.0).astype(np.float32)
 
 
 def normalise(text: str) -> str:
