@@ -5,7 +5,7 @@ which knob moves committed latency and WER, and by how much.
 
 Each argument is `module.NAME=value` for a module of `cht.transcribe` (`base`: nothing
 changed; a value with commas is a tuple: `model.STEP_WINDOWS_S=6,8,10,15,20,30`; knobs joined by
-`+` are set together: `agreement.STALL_AGREED=4+agreement.MATURE_S=1`); each is one
+`+` are set together: `agreement.AGREED_AFTER=3+agreement.MATURE_S=1`); each is one
 live run per programme, fed as `bench/transcribe.py` feeds it, against the same offline
 reference. Rows as in bench/README.md's "Which knob" table.
 """
