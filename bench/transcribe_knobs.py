@@ -54,10 +54,10 @@ def programmes(names: str, model_dir: Path):
 
 
 @contextmanager
-def changed(changes: list[tuple[object, str, object]] | None):
-    """The knobs set for the block (`knob`'s answer; None or []: nothing changed)."""
-    saved = [(target, attr, getattr(target, attr)) for target, attr, _ in changes or []]
-    for target, attr, value in changes or []:
+def changed(changes: list[tuple[object, str, object]]):
+    """The knobs set for the block (`knob`'s answer; []: nothing changed)."""
+    saved = [(target, attr, getattr(target, attr)) for target, attr, _ in changes]
+    for target, attr, value in changes:
         setattr(target, attr, value)
     try:
         yield

@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--phases", default="0,0.25")
     parser.add_argument("variants", nargs="+")
     opts = parser.parse_args()
-    variants = [(spec, None if spec == "chunk-ends" else knobs.knob(spec)) for spec in opts.variants]
+    variants = [(spec, [] if spec == "chunk-ends" else knobs.knob(spec)) for spec in opts.variants]
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
     engine = SpeechEngine(SpeechModel(model_dir))
     print("| speech | phase | variant | committed median s | committed p95 s | steps | WER vs offline | WER vs human |")
