@@ -1,6 +1,6 @@
 """Live transcription on a virtual clock: policy comparisons free of the host's speed.
 
-    python bench/virtual_live.py [--programmes voiced,lecture] [--phases 0,0.25] [base] [chunk-ends] agreement.MATURE_S=1 ...
+    python bench/virtual_live.py [--programmes voiced,lecture] [--phases 0,0.25] [--offsets 0,0.013] [base] [chunk-ends] agreement.MATURE_S=1 ...
 
 A live run (`bench/transcribe.py`) moves by 0.3-0.7 s of median and 1-2 points of WER
 between runs of the same code: the host's speed changes by half within an hour here, and
@@ -14,7 +14,11 @@ any host with the same CPU (CTranslate2's int8 kernels differ by instruction set
 few words differently: on the espeak lecture at phase 0 the landed code's p95 was 4.75 s on the
 host of the twentieth pass and 3.95 s on the twenty-first's, an Intel Xeon with AVX-512).
 `--phases` shifts the fragments against the speech (0.25: the first fragment is 0.25 s), so a comparison is
-made over more than one set of step times. Each variant is `module.NAME=value` (several joined by `+`)
+made over more than one set of step times. `--offsets` delays the whole audio by that much silence
+(0.013: 13 ms): chunk ends, which no phase moves, then hear other mel frames too, and read a
+few words differently (the espeak lecture: 11.7 % at 0, 13.4 % at 0.013 s, 12.7 % at 0.027 s), so a
+comparison between policies is made over offsets as well. A summary per programme and variant
+follows the table: means over every phase and offset. Each variant is `module.NAME=value` (several joined by `+`)
 as in `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
 commit).
 
@@ -69,6 +73,13 @@ def cost(job) -> float:
         return first * (1 + BATCH_MATE * (len(speech) - 1))
     first = STEP_COST_S[window_s(job.items[0][1].seconds, True)]
     return first * (1 + BATCH_MATE * (len(job.items) - 1))
+
+
+def delayed(audio: np.ndarray, reference: list[dict], offset: float):
+    """The audio after `offset` s of silence, and the reference words at their new times."""
+    pad = np.zeros(round(offset * RATE), dtype=audio.dtype)
+    moved = [{**w, "start": w["start"] + offset, "end": w["end"] + offset} for w in reference]
+    return np.concatenate([pad, audio]), moved
 
 
 def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live"):
@@ -133,25 +144,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--programmes", default="voiced,lecture")
     parser.add_argument("--phases", default="0,0.25")
+    parser.add_argument("--offsets", default="0", help="seconds of silence before the audio, comma-separated")
     parser.add_argument("variants", nargs="+")
     opts = parser.parse_args()
+    offsets = [float(o) for o in opts.offsets.split(",")]
     variants = [(spec, [] if spec == "chunk-ends" else knobs.knob(spec)) for spec in opts.variants]
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
     engine = SpeechEngine(SpeechModel(model_dir))
-    print("| speech | phase | variant | committed median s | committed p95 s | steps | WER vs offline | WER vs human |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| speech | offset s | phase | variant | committed median s | committed p95 s | steps | WER vs offline | WER vs human |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     for name, audio, human, reference, ref_text in knobs.programmes(opts.programmes, model_dir):
-        for phase in map(float, opts.phases.split(",")):
-            for spec, change in variants:
-                kind = spec if spec == "chunk-ends" else "live"
-                with knobs.changed(change):
-                    seen, lines, transcriber = run(engine, audio, phase, kind)
-                lat = bench.latencies(reference, seen, 0.0)
-                text = bench.transcript_text(lines)
-                print(f"| {name} | {phase:g} | {spec} | {bench.pct(lat, 50):.2f} | {bench.pct(lat, 95):.2f} | "
-                      f"{transcriber.steps} | {jiwer.wer(ref_text, text):.1%} | {jiwer.wer(human, text):.1%} |",
-                      flush=True)
-
+        for offset in offsets:
+            heard, moved = delayed(audio, reference, offset)
+            for phase in map(float, opts.phases.split(",")):
+                for spec, change in variants:
+                    kind = spec if spec == "chunk-ends" else "live"
+                    if kind == "chunk-ends" and phase != float(opts.phases.split(",")[0]):
+                        continue  # chunk ends hear no steps: every phase reads the same
+                    with knobs.changed(change):
+                        seen, lines, transcriber = run(engine, heard, phase, kind)
+                    lat = bench.latencies(moved, seen, 0.0)
+                    text = bench.transcript_text(lines)
+                    row = (bench.pct(lat, 50), bench.pct(lat, 95), jiwer.wer(ref_text, text), jiwer.wer(human, text))
+                    results.setdefault((name, spec), []).append(row)
+                    print(f"| {name} | {offset:g} | {phase:g} | {spec} | {row[0]:.2f} | {row[1]:.2f} | "
+                          f"{transcriber.steps} | {row[2]:.1%} | {row[3]:.1%} |", flush=True)
+    print("\n| speech | variant | runs | mean committed median s | mean committed p95 s | mean WER vs offline | "
+          "mean WER vs human | WER vs human, range |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, spec), rows in results.items():
+        mean = np.mean(rows, axis=0)
+        human = [r[3] for r in rows]
+        print(f"| {name} | {spec} | {len(rows)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.1%} | {mean[3]:.1%} | "
+              f"{min(human):.1%}-{max(human):.1%} |")
 
 if __name__ == "__main__":
     main()
