@@ -18,7 +18,8 @@ made over more than one set of step times. `--offsets` delays the whole audio by
 (0.013: 13 ms): chunk ends, which no phase moves, then hear other mel frames too, and read a
 few words differently (the espeak lecture: 11.7 % at 0, 13.4 % at 0.013 s, 12.7 % at 0.027 s), so a
 comparison between policies is made over offsets as well. A summary per programme and variant
-follows the table: means over every phase and offset. Each variant is `module.NAME=value` (several joined by `+`)
+follows the table: means over every phase and offset. `--commit-delay S` runs the live variants
+as `cht record --commit-delay S` would. Each variant is `module.NAME=value` (several joined by `+`)
 as in `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
 commit).
 
@@ -33,6 +34,7 @@ import argparse
 import shutil
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,7 +84,7 @@ def delayed(audio: np.ndarray, reference: list[dict], offset: float):
     return np.concatenate([pad, audio]), moved
 
 
-def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live"):
+def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live", commit_delay: float = 0.0):
     """Feed the programme on the clock; (clock time, final event) pairs and the lines."""
     clock = Clock()
     real_time, worker.time = worker.time, SimpleNamespace(monotonic=clock.monotonic)
@@ -95,7 +97,8 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
     cuts = [0] + list(range(round(phase * RATE) or step, len(pcm), step)) + [len(pcm)]
     tmp = Path(tempfile.mkdtemp())
     try:
-        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, bench.options(kind, "en"))
+        options = replace(bench.options(kind, "en"), commit_delay_s=commit_delay)
+        transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options)
         transcriber.start()
         held: list[tuple] = []  # the job's results (method, args, kwargs), handed back when its time is up
         transcriber.draft_done = lambda *a, **k: held.append((Transcriber.draft_done, a, k))
@@ -145,6 +148,7 @@ def main() -> None:
     parser.add_argument("--programmes", default="voiced,lecture")
     parser.add_argument("--phases", default="0,0.25")
     parser.add_argument("--offsets", default="0", help="seconds of silence before the audio, comma-separated")
+    parser.add_argument("--commit-delay", type=float, default=0.0, help="live variants: `--commit-delay` of cht record")
     parser.add_argument("variants", nargs="+")
     opts = parser.parse_args()
     offsets = [float(o) for o in opts.offsets.split(",")]
@@ -160,23 +164,25 @@ def main() -> None:
             for phase in map(float, opts.phases.split(",")):
                 for spec, change in variants:
                     kind = spec if spec == "chunk-ends" else "live"
+                    delayed_by = opts.commit_delay if kind == "live" else 0.0
+                    label = f"{spec}, --commit-delay {delayed_by:g}" if delayed_by else spec
                     if kind == "chunk-ends" and phase != float(opts.phases.split(",")[0]):
                         continue  # chunk ends hear no steps: every phase reads the same
                     with knobs.changed(change):
-                        seen, lines, transcriber = run(engine, heard, phase, kind)
+                        seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by)
                     lat = bench.latencies(moved, seen, 0.0)
                     text = bench.transcript_text(lines)
                     row = (bench.pct(lat, 50), bench.pct(lat, 95), jiwer.wer(ref_text, text), jiwer.wer(human, text))
-                    results.setdefault((name, spec), []).append(row)
-                    print(f"| {name} | {offset:g} | {phase:g} | {spec} | {row[0]:.2f} | {row[1]:.2f} | "
+                    results.setdefault((name, label), []).append(row)
+                    print(f"| {name} | {offset:g} | {phase:g} | {label} | {row[0]:.2f} | {row[1]:.2f} | "
                           f"{transcriber.steps} | {row[2]:.1%} | {row[3]:.1%} |", flush=True)
     print("\n| speech | variant | runs | mean committed median s | mean committed p95 s | mean WER vs offline | "
           "mean WER vs human | WER vs human, range |")
     print("|---|---|---|---|---|---|---|---|")
-    for (name, spec), rows in results.items():
+    for (name, label), rows in results.items():
         mean = np.mean(rows, axis=0)
         human = [r[3] for r in rows]
-        print(f"| {name} | {spec} | {len(rows)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.1%} | {mean[3]:.1%} | "
+        print(f"| {name} | {label} | {len(rows)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.1%} | {mean[3]:.1%} | "
               f"{min(human):.1%}-{max(human):.1%} |")
 
 if __name__ == "__main__":

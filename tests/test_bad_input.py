@@ -68,6 +68,7 @@ def test_bad_values(cht: Cht):
     assert_one_line_error(cht.run("rebuild", "a/b"), "not a valid session id")
     assert_one_line_error(cht.run("record", "demo", "--append"), "--session")
     assert_one_line_error(cht.run("record", "demo", "--min-free", "lots"), "not a size")
+    assert_one_line_error(cht.run("record", "demo", "--commit-delay", "-1"), "--commit-delay")
     assert cht.sessions() == []
 
 

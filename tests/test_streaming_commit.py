@@ -60,6 +60,31 @@ def test_words_are_committed_when_two_consecutive_hypotheses_agree():
     assert agreement.pending == []
 
 
+def test_a_commit_delay_holds_agreed_words_until_that_much_speech_was_heard_after_them():
+    """`--commit-delay 2`: words two steps agree on wait until a step heard 2 s after them (with
+    too little after them, two steps agree on the same misreading); the words after a held one
+    wait with it; a changed reading is settled as without a delay; nothing is committed twice."""
+    agreement = LocalAgreement(hold_s=2.0)
+    assert agreement.insert(*heard("And so my fellow")) == []
+    assert agreement.insert(*heard("And so my fellow Americans")) == [], "agreed, but heard 1.8 s after at most"
+    assert texts(agreement.pending) == "And so my fellow Americans"
+    assert texts(agreement.insert(*heard("And so my fellow Americans ask not"))) == "And so"  # 2.2-2.6 s after
+    assert texts(agreement.insert(*heard("And so my fellow American ask not what"))) == "my"
+    assert texts(agreement.finish(words("And so my fellow American ask not what you"))) == \
+        "fellow American ask not what you"
+    assert texts(agreement.committed) == "And so my fellow American ask not what you"
+    undelayed = LocalAgreement()
+    undelayed.insert(*heard("And so my fellow"))
+    assert texts(undelayed.insert(*heard("And so my fellow Americans"))) == "And so my fellow"
+
+
+def test_the_commit_delay_option_reaches_the_transcript_stage():
+    from cht.cli import _stage_config
+
+    _, config = _stage_config(analyze=False, transcribe=False, model=None, language=None, commit_delay=2.0)
+    assert config.transcribe.commit_delay_s == 2.0
+
+
 def test_words_the_last_step_heard_before_a_pause_are_committed_as_the_chunk_closes():
     """A closed chunk's final decode may take seconds (beckett's "ever tried, ever failed" alone
     looped twice before the full window heard it): the last step's pending words before the

@@ -45,6 +45,14 @@ A decode that stopped early (Whisper ends a step's text seconds before its audio
 end: those words stay pending, for the next decode to agree with, where they used to wait for
 two more decodes.
 
+Agreement on little audio after a word is the policy's price: the two steps that commit it
+heard the same 1-2 s after it, and where that is too little to read it (espeak's lecture,
+speech under noise) they agree on the same wrong word ("sellers" and "buyers" as "ills" at p
+0.09-0.35, bench/live_errors.py). Over eight runs each, the live text came out 1.5-1.8 points
+more wrong than chunk ends on those, 0.5 on a neural voice (bench/README.md, twenty-second
+pass). `hold_s` (`--commit-delay`) commits a word only once a decode heard that much after it:
+at 2 s both came out as good as chunk ends, with a median 1.05 s later. Off by default.
+
 This module is the policy alone, on global-time words, with no model and no audio: it can be
 tested with recorded hypotheses. Committed words are final and never rewritten. A decode of
 audio that partly holds committed words (the buffer is trimmed only at some commits, see
@@ -131,6 +139,7 @@ class LocalAgreement:
     committed: list[Word] = field(default_factory=list)  # the last `RECENT` committed words
     _previous: list[Word] = field(default_factory=list)  # the last hypothesis beyond what is committed
     _heard_until: float = float("-inf")  # where the audio of the last hypothesis ended
+    hold_s: float = 0.0  # a word is committed only once a decode heard this much audio after it (0: at once)
 
     @property
     def pending(self) -> list[Word]:
@@ -163,6 +172,9 @@ class LocalAgreement:
             committed.append(fresh[a])
             a += 1
         pending = fresh[a:]
+        if self.hold_s > 0:  # `--commit-delay`: the words heard too little after wait, pending
+            held = next((i for i, w in enumerate(committed) if heard_until - w.end < self.hold_s), len(committed))
+            committed, pending = committed[:held], committed[held:] + pending
         said_until = fresh[-1].end if fresh else self.committed_end
         if heard_until - said_until >= EARLY_S:  # stopped early: what the last decode heard after stays pending
             pending += [w for w in previous if w.start >= said_until - 0.05]

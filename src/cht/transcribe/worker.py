@@ -58,6 +58,7 @@ class TranscribeOptions:
     lag_report_s: float = 0.5  # publish TranscriptLag when it moved this much
     live_index: bool = True  # keep transcript/index.json up to date while running
     language: str | None = None  # spoken language code; None: detected, then pinned
+    commit_delay_s: float = 0.0  # a step commits a word only once it heard this much after it (`LocalAgreement.hold_s`)
 
 
 def unsure(decoded: Decoded) -> bool:
@@ -92,7 +93,7 @@ class Transcriber:
         self.draft_requested_at: float | None = None  # monotonic s; the engine serves the oldest first
         self._last_draft_at = 0.0
         self._stepping = False  # a step is with the engine: the next waits for its result
-        self._agreement = LocalAgreement()
+        self._agreement = LocalAgreement(hold_s=options.commit_delay_s)
         self._piece_end: float | None = None  # global end of the last committed piece (the next span starts there)
         self._drop_to: float | None = None  # the buffer's audio before this is committed: trim it (follower's thread)
         self.steps = 0
