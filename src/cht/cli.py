@@ -63,7 +63,7 @@ MODEL = typer.Option(None, "--model", help="A CTranslate2 Whisper model dir (def
 LANGUAGE = typer.Option(None, "--language", help="Spoken language code, e.g. en (default: detect).")
 COMMIT_DELAY = typer.Option(0.0, "--commit-delay", min=0.0, max=10.0, metavar="S",
                             help="Commit a live transcript word only once S seconds of speech after it were heard: "
-                                 "later, more accurate text (2: 1 s later, ~1.5 points fewer errors on hard speech).")
+                                 "later, more accurate text (2: about 1 s later, 1-2 points fewer errors on hard speech).")
 NO_UI = typer.Option(False, "--no-ui", help="No web timeline.")
 STAGES = typer.Option(None, "--stages", help="Only these stages, comma-separated, of scenes,waveform,transcript,"
                       "ocr,speakers (default: all).")

@@ -51,7 +51,7 @@ speech under noise) they agree on the same wrong word ("sellers" and "buyers" as
 0.09-0.35, bench/live_errors.py). Over eight runs each, the live text came out 1.5-1.8 points
 more wrong than chunk ends on those, 0.5 on a neural voice (bench/README.md, twenty-second
 pass). `hold_s` (`--commit-delay`) commits a word only once a decode heard that much after it:
-at 2 s both came out as good as chunk ends, with a median 1.05 s later. Off by default.
+at 2 s both came out as good as chunk ends, with a median 1.1 s later. Off by default.
 
 This module is the policy alone, on global-time words, with no model and no audio: it can be
 tested with recorded hypotheses. Committed words are final and never rewritten. A decode of
