@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     opts = parser.parse_args()
     offsets = [float(o) for o in opts.offsets.split(",")]
+    phases = [float(p) for p in opts.phases.split(",")]
     variants = [(spec, [] if spec == "chunk-ends" else knobs.knob(spec)) for spec in opts.variants]
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
     engine = SpeechEngine(SpeechModel(model_dir))
@@ -161,13 +162,13 @@ def main() -> None:
     for name, audio, human, reference, ref_text in knobs.programmes(opts.programmes, model_dir):
         for offset in offsets:
             heard, moved = delayed(audio, reference, offset)
-            for phase in map(float, opts.phases.split(",")):
+            for phase in phases:
                 for spec, change in variants:
                     kind = spec if spec == "chunk-ends" else "live"
+                    if kind == "chunk-ends" and phase != phases[0]:
+                        continue  # chunk ends hear no steps: every phase reads the same
                     delayed_by = opts.commit_delay if kind == "live" else 0.0
                     label = f"{spec}, --commit-delay {delayed_by:g}" if delayed_by else spec
-                    if kind == "chunk-ends" and phase != float(opts.phases.split(",")[0]):
-                        continue  # chunk ends hear no steps: every phase reads the same
                     with knobs.changed(change):
                         seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by)
                     lat = bench.latencies(moved, seen, 0.0)
@@ -184,6 +185,7 @@ def main() -> None:
         human = [r[3] for r in rows]
         print(f"| {name} | {label} | {len(rows)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.1%} | {mean[3]:.1%} | "
               f"{min(human):.1%}-{max(human):.1%} |")
+
 
 if __name__ == "__main__":
     main()
