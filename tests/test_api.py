@@ -39,6 +39,9 @@ def test_start_list_capture_stop_and_sigterm_over_http(tmp_path, capsys):
             bad = http.post("/api/recordings", json={"source": str(src), "options": {"max_segment": "soon"}},
                             headers=auth)
             assert bad.status_code == 422 and "not a duration" in bad.json()["detail"]
+            bad = http.post("/api/recordings", json={"source": str(src), "options": {"commit_delay": -1}},
+                            headers=auth)
+            assert bad.status_code == 422 and "options.commit_delay is -1" in bad.json()["detail"], bad.text
             assert cht.sessions() == [], "nothing half-made is left"
 
             started = http.post("/api/recordings", json={"source": str(src), "session": "api",

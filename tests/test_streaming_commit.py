@@ -80,8 +80,12 @@ def test_a_commit_delay_holds_agreed_words_until_that_much_speech_was_heard_afte
 
 def test_the_commit_delay_option_reaches_the_transcript_stage():
     from cht.cli import _stage_config
+    from cht.web.api import RecordingOptions, Recordings
 
     _, config = _stage_config(analyze=False, transcribe=False, model=None, language=None, commit_delay=2.0)
+    assert config.transcribe.commit_delay_s == 2.0
+    recordings = Recordings(Path("/nonexistent"), {}, lambda: None)  # `cht serve`'s POST /api/recordings
+    _, config = recordings._stages(RecordingOptions(transcribe=False, commit_delay=2.0))
     assert config.transcribe.commit_delay_s == 2.0
 
 

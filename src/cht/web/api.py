@@ -38,6 +38,7 @@ from cht.sessionlog import as_session, spawn
 
 log = logging.getLogger("cht.web")
 
+MAX_COMMIT_DELAY_S = 10.0  # as `--commit-delay`
 STOP_WAIT_S = 60.0  # seconds `POST …/stop` waits for the recording to finish before it answers
 
 
@@ -53,6 +54,8 @@ class RecordingOptions(BaseModel):
     transcribe: bool = Field(True, description="a live transcript (loads the speech model)")
     language: str | None = Field(None, description="spoken language code, e.g. en (default: detect)")
     min_scene: str = Field("2s", description="changes closer than this to the last are not new scenes")
+    commit_delay: float = Field(0.0, description="commit a live transcript word only once this "
+                                "many seconds of speech after it were heard (`--commit-delay`)")
 
 
 class StartRecording(BaseModel):
@@ -141,6 +144,8 @@ class Recordings:
         options = RecordOptions(fast=o.fast, max_segment_s=_parsed(parse_duration, o.max_segment),
                                 min_free_bytes=_parsed(parse_size, o.min_free))
         SceneOptions(min_scene_s=_parsed(parse_duration, o.min_scene))
+        if not 0.0 <= o.commit_delay <= MAX_COMMIT_DELAY_S:
+            raise SessionError(f"options.commit_delay is {o.commit_delay}: give 0-{MAX_COMMIT_DELAY_S:g} seconds")
         if o.append and request.session is None:
             raise SessionError("options.append continues a session: name it with session")
         if request.session is not None:
@@ -168,7 +173,7 @@ class Recordings:
 
             self._engine = SpeechEngine(SpeechModel(default_model_dir(default_cache_dir())))
         engine = self._engine if "transcript" in stages else None
-        return stages, StageConfig(scenes=scenes, engine=engine, transcribe=TranscribeOptions(language=language))
+        return stages, StageConfig(scenes=scenes, engine=engine, transcribe=TranscribeOptions(language=language, commit_delay_s=o.commit_delay))
 
     def _drive(self, session_id: str, item: Started, started: list, ready: threading.Event) -> None:
         """Start the recording, then `cht record`'s loop: a requested stop becomes a stop.
