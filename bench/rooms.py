@@ -15,7 +15,7 @@ peak RSS, each room's largest transcript lag, and how long after the media ended
 word was committed (a room that "fell behind for good" keeps a growing lag: its drain is long).
 
     apt-get install -y espeak-ng && pip install -e '.[bench]'
-    python bench/rooms.py [--rooms 1,2,4,6,8] [--minutes 3] [--stages transcript,...] [--keep DIR]
+    python bench/rooms.py [--rooms 1,2,4,6,8] [--minutes 3] [--stages transcript,...] [--commit-delay S] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -223,12 +223,14 @@ def _unlocked(root: Path) -> bool:
     return not lock_held(root / ".analysis.lock")
 
 
-def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak", stages: str | None = None) -> dict:
+def run(n: int, seconds: float, video: Path, folder: Path, kind: str = "espeak", stages: str | None = None,
+        commit_delay: float = 0.0) -> dict:
     media = [room_media(k, seconds, video, folder, kind) for k in range(n)]
     data = folder / f"data{n}"
     ports = [free_port() for _ in range(n)]
     args = [sys.executable, "-m", "cht.cli", "--data-dir", str(data), "ingest", "--no-ui", "--no-relay",
             "--language", "en", "--grace", "2s", *(["--stages", stages] if stages else []),
+            *(["--commit-delay", str(commit_delay)] if commit_delay else []),
             *[a for p in ports for a in ("--listen", f"tcp://127.0.0.1:{p}")]]
     service = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -305,6 +307,7 @@ def main() -> None:
                         help="espeak: synthetic paragraphs with no pause; voiced: the same read by a neural voice; "
                              "real: jfk.flac and beckett.wav back to back")
     parser.add_argument("--stages", help="only these analysis stages (cht ingest --stages; default: all)")
+    parser.add_argument("--commit-delay", type=float, default=0.0, metavar="S", help="cht ingest --commit-delay S")
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
@@ -314,10 +317,10 @@ def main() -> None:
         video = render(spec, folder / "lecture.mp4", rate=25, audio=False)
         rows = []
         for n in (int(x) for x in args.rooms.split(",")):
-            row = run(n, seconds, video, folder, args.speech, args.stages)
+            row = run(n, seconds, video, folder, args.speech, args.stages, args.commit_delay)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, stages {args.stages or 'all'}, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
+    print(f"\n{args.minutes:g}-minute rooms, {args.speech} speech, stages {args.stages or 'all'}, commit delay {args.commit_delay:g} s, machine: {os.cpu_count()} cores, load before: {os.getloadavg()[0]:.1f}\n")
     print("| rooms | words | committed latency median / p95 s | worst room p95 s | max lag s | "
           "last word after media end s | CPU % (200 = both cores) | peak RSS MiB | WER vs text read |")
     print("|---|---|---|---|---|---|---|---|---|")
