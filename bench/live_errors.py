@@ -1,6 +1,6 @@
 """Where the live policy's wrong words come from: each committed word against the text read.
 
-    python bench/live_errors.py [--programme lecture] [--offset 0.04] [--phase 0.25] [live|chunk-ends]
+    python bench/live_errors.py [--programme lecture] [--offset 0.04] [--phase 0.25] [--commit-delay 2] [--step 0.5] [--cost-scale 0.1] [live|chunk-ends]
 
 One run on the simulated clock of `virtual_live` (same programmes, offsets, phases). Every
 committed word is tagged with the decode that committed it (a step or a chunk's final) and that
@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--programme", default="lecture")
     parser.add_argument("--offset", type=float, default=0.0)
     parser.add_argument("--phase", type=float, default=0.0)
+    parser.add_argument("--commit-delay", type=float, default=0.0, help="live: `--commit-delay` of cht record")
+    parser.add_argument("--step", type=float, help="live: seconds between steps (virtual_live's --step)")
+    parser.add_argument("--cost-scale", type=float, default=1.0, help="virtual_live's --cost-scale")
     parser.add_argument("kind", nargs="?", default="live", choices=("live", "chunk-ends"))
     opts = parser.parse_args()
     model_dir = default_model_dir(Path(tempfile.gettempdir()) / "cht-bench-cache")
@@ -78,7 +81,8 @@ def main() -> None:
     heard, _ = virtual_live.delayed(audio, reference, opts.offset)
     log: list = []
     with tagged(log):
-        virtual_live.run(engine, heard, opts.phase, opts.kind)
+        virtual_live.run(engine, heard, opts.phase, opts.kind, opts.commit_delay if opts.kind == "live" else 0.0,
+                         opts.step, opts.cost_scale)
     log.sort(key=lambda item: item[0].start)
     tokens, owner = [], []  # the committed text, normalised, and which committed word each token is of
     for i, (word, _) in enumerate(log):

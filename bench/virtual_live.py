@@ -1,6 +1,6 @@
 """Live transcription on a virtual clock: policy comparisons free of the host's speed.
 
-    python bench/virtual_live.py [--programmes voiced,lecture] [--phases 0,0.25] [--offsets 0,0.013] [base] [chunk-ends] agreement.MATURE_S=1 ...
+    python bench/virtual_live.py [--programmes voiced,lecture] [--phases 0,0.25] [--offsets 0,0.013] [--step 0.5] [--cost-scale 0.1] [base] [chunk-ends] agreement.MATURE_S=1 ...
 
 A live run (`bench/transcribe.py`) moves by 0.3-0.7 s of median and 1-2 points of WER
 between runs of the same code: the host's speed changes by half within an hour here, and
@@ -19,7 +19,9 @@ made over more than one set of step times. `--offsets` delays the whole audio by
 few words differently (the espeak lecture: 11.7 % at 0, 13.4 % at 0.013 s, 12.7 % at 0.027 s), so a
 comparison between policies is made over offsets as well. A summary per programme and variant
 follows the table: means over every phase and offset. `--commit-delay S` runs the live variants
-as `cht record --commit-delay S` would. Each variant is `module.NAME=value` (several joined by `+`)
+as `cht record --commit-delay S` would; `--step S` steps every S s; `--cost-scale 0.1` makes every
+job take a tenth of its time here (a decoder ten times faster: an H200 decodes a 10 s window in
+about 50 ms, bench/cuda.py), to ask what faster hardware would change. Each variant is `module.NAME=value` (several joined by `+`)
 as in `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
 commit).
 
@@ -66,7 +68,12 @@ class Clock:
         return self.now
 
 
-def cost(job) -> float:
+def cost(job, scale: float = 1.0) -> float:
+    """What the job takes on the clock: the cost table's time for its window, times `scale`."""
+    return scale * _table_cost(job)
+
+
+def _table_cost(job) -> float:
     if isinstance(job, _Batch):
         speech = [chunk for _, chunk in job.items if chunk.speech]
         if not speech:
@@ -84,7 +91,8 @@ def delayed(audio: np.ndarray, reference: list[dict], offset: float):
     return np.concatenate([pad, audio]), moved
 
 
-def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live", commit_delay: float = 0.0):
+def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live", commit_delay: float = 0.0,
+        step_s: float | None = None, cost_scale: float = 1.0):
     """Feed the programme on the clock; (clock time, final event) pairs and the lines."""
     clock = Clock()
     real_time, worker.time = worker.time, SimpleNamespace(monotonic=clock.monotonic)
@@ -98,6 +106,8 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
     tmp = Path(tempfile.mkdtemp())
     try:
         options = replace(bench.options(kind, "en"), commit_delay_s=commit_delay)
+        if step_s is not None and options.step_s is not None:
+            options = replace(options, step_s=step_s)
         transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options)
         transcriber.start()
         held: list[tuple] = []  # the job's results (method, args, kwargs), handed back when its time is up
@@ -111,7 +121,7 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
             if job is None:
                 return None
             (engine._run_batch if isinstance(job, _Batch) else engine._run_steps)(job)
-            return clock.now + cost(job)
+            return clock.now + cost(job, cost_scale)
 
         def hand_back() -> None:
             for method, args, kwargs in held:
@@ -149,6 +159,9 @@ def main() -> None:
     parser.add_argument("--phases", default="0,0.25")
     parser.add_argument("--offsets", default="0", help="seconds of silence before the audio, comma-separated")
     parser.add_argument("--commit-delay", type=float, default=0.0, help="live variants: `--commit-delay` of cht record")
+    parser.add_argument("--step", type=float, help="live variants: seconds between steps (default: cht's)")
+    parser.add_argument("--cost-scale", type=float, default=1.0,
+                        help="every job's time on the clock times this (0.1: a decoder ten times this host's speed)")
     parser.add_argument("variants", nargs="+")
     opts = parser.parse_args()
     offsets = [float(o) for o in opts.offsets.split(",")]
@@ -169,8 +182,12 @@ def main() -> None:
                         continue  # chunk ends hear no steps: every phase reads the same
                     delayed_by = opts.commit_delay if kind == "live" else 0.0
                     label = f"{spec}, --commit-delay {delayed_by:g}" if delayed_by else spec
+                    if opts.step and kind == "live":
+                        label += f", steps {opts.step:g} s"
+                    if opts.cost_scale != 1:
+                        label += f", cost ×{opts.cost_scale:g}"
                     with knobs.changed(change):
-                        seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by)
+                        seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by, opts.step, opts.cost_scale)
                     lat = bench.latencies(moved, seen, 0.0)
                     text = bench.transcript_text(lines)
                     row = (bench.pct(lat, 50), bench.pct(lat, 95), jiwer.wer(ref_text, text), jiwer.wer(human, text))
