@@ -81,8 +81,7 @@ def main() -> None:
     heard, _ = virtual_live.delayed(audio, reference, opts.offset)
     log: list = []
     with tagged(log):
-        virtual_live.run(engine, heard, opts.phase, opts.kind, opts.commit_delay if opts.kind == "live" else 0.0,
-                         opts.step, opts.cost_scale)
+        virtual_live.run(engine, heard, opts.phase, opts.kind, opts.commit_delay, opts.step, opts.cost_scale)
     log.sort(key=lambda item: item[0].start)
     tokens, owner = [], []  # the committed text, normalised, and which committed word each token is of
     for i, (word, _) in enumerate(log):

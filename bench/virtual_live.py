@@ -19,11 +19,11 @@ made over more than one set of step times. `--offsets` delays the whole audio by
 few words differently (the espeak lecture: 11.7 % at 0, 13.4 % at 0.013 s, 12.7 % at 0.027 s), so a
 comparison between policies is made over offsets as well. A summary per programme and variant
 follows the table: means over every phase and offset. `--commit-delay S` runs the live variants
-as `cht record --commit-delay S` would; `--step S` steps every S s; `--cost-scale 0.1` makes every
-job take a tenth of its time here (a decoder ten times faster: an H200 decodes a 10 s window in
-about 50 ms, bench/cuda.py), to ask what faster hardware would change. Each variant is `module.NAME=value` (several joined by `+`)
-as in `bench/transcribe_knobs.py`, `base`, or `chunk-ends` (no steps: the policy before streaming
-commit).
+as `cht record --commit-delay S` would; `--step S` steps every S s; `--cost-scale 0.1` makes
+every job take a tenth of its time here (a decoder ten times faster: an H200 decodes a 10 s
+window in about 50 ms, bench/cuda.py), to ask what faster hardware would change. Each variant
+is `module.NAME=value` (several joined by `+`) as in `bench/transcribe_knobs.py`, `base`, or
+`chunk-ends` (no steps: the policy before streaming commit).
 
 Committed latency: the clock when a line holding the word is written minus the word's end.
 The cost table is this 2-core host's (bench/README.md, fourteenth pass: steps in 6/10/15 s
@@ -68,12 +68,7 @@ class Clock:
         return self.now
 
 
-def cost(job, scale: float = 1.0) -> float:
-    """What the job takes on the clock: the cost table's time for its window, times `scale`."""
-    return scale * _table_cost(job)
-
-
-def _table_cost(job) -> float:
+def cost(job) -> float:
     if isinstance(job, _Batch):
         speech = [chunk for _, chunk in job.items if chunk.speech]
         if not speech:
@@ -93,7 +88,9 @@ def delayed(audio: np.ndarray, reference: list[dict], offset: float):
 
 def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live", commit_delay: float = 0.0,
         step_s: float | None = None, cost_scale: float = 1.0):
-    """Feed the programme on the clock; (clock time, final event) pairs and the lines."""
+    """Feed the programme on the clock; (clock time, final event) pairs and the lines. The
+    commit delay and `step_s` (None: cht's) apply to live runs only; every job's time on the
+    clock is `cost` times `cost_scale`."""
     clock = Clock()
     real_time, worker.time = worker.time, SimpleNamespace(monotonic=clock.monotonic)
     engine._thread = threading.current_thread()  # no engine thread: jobs run here, on the clock
@@ -105,9 +102,9 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
     cuts = [0] + list(range(round(phase * RATE) or step, len(pcm), step)) + [len(pcm)]
     tmp = Path(tempfile.mkdtemp())
     try:
-        options = replace(bench.options(kind, "en"), commit_delay_s=commit_delay)
-        if step_s is not None and options.step_s is not None:
-            options = replace(options, step_s=step_s)
+        options = bench.options(kind, "en")
+        if options.step_s is not None:  # live: steps, so a delay and a step time
+            options = replace(options, commit_delay_s=commit_delay, step_s=step_s or options.step_s)
         transcriber = Transcriber(engine, TranscriptStore(tmp), bus, options)
         transcriber.start()
         held: list[tuple] = []  # the job's results (method, args, kwargs), handed back when its time is up
@@ -121,7 +118,7 @@ def run(engine: SpeechEngine, audio: np.ndarray, phase: float, kind: str = "live
             if job is None:
                 return None
             (engine._run_batch if isinstance(job, _Batch) else engine._run_steps)(job)
-            return clock.now + cost(job, cost_scale)
+            return clock.now + cost_scale * cost(job)
 
         def hand_back() -> None:
             for method, args, kwargs in held:
@@ -187,7 +184,8 @@ def main() -> None:
                     if opts.cost_scale != 1:
                         label += f", cost ×{opts.cost_scale:g}"
                     with knobs.changed(change):
-                        seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by, opts.step, opts.cost_scale)
+                        seen, lines, transcriber = run(engine, heard, phase, kind, delayed_by, opts.step,
+                                                       opts.cost_scale)
                     lat = bench.latencies(moved, seen, 0.0)
                     text = bench.transcript_text(lines)
                     row = (bench.pct(lat, 50), bench.pct(lat, 95), jiwer.wer(ref_text, text), jiwer.wer(human, text))
